@@ -1,0 +1,3 @@
+from syncer.cli import entrypoint
+
+entrypoint()

@@ -1,0 +1,126 @@
+"""Command line: migrate, sync, resync, status, run, simulator, demo.
+
+Every SyncerError becomes one line on stderr and a non-zero exit code:
+1 run failed, 2 bad config or arguments, 3 skipped (another run holds the lock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import NoReturn
+
+from syncer.config import Config, config_path, load_config
+from syncer.dates import parse_instant
+from syncer.errors import ConfigError, RunSkipped, SyncerError
+from syncer.log import configure_logging, get_logger
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="TOML config (default: $SYNCER_CONFIG, else ./config.toml)",
+    )
+    common.add_argument("--log-format", choices=("json", "console"), default=argparse.SUPPRESS)
+    parser = _Parser(
+        prog="syncer",
+        description="Keep a PostgreSQL copy of Mirakl orders current.",
+        parents=[common],
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    commands.add_parser("migrate", parents=[common], help="create or upgrade the tables")
+    sync = commands.add_parser(
+        "sync", parents=[common], help="one differential run per source, now"
+    )
+    sync.add_argument("--source", help="only this source")
+    resync = commands.add_parser(
+        "resync", parents=[common], help="reload everything since start_date"
+    )
+    resync.add_argument(
+        "--full", action="store_true", required=True, help="required: a full resync"
+    )
+    resync.add_argument("--source", help="only this source")
+    resync.add_argument("--since", help="ISO date to start from (default: the source's start_date)")
+    commands.add_parser("status", parents=[common], help="watermark, lag and last run per source")
+    commands.add_parser("run", parents=[common], help="the long-running service (scheduler)")
+    sim = commands.add_parser("simulator", parents=[common], help="serve the fake Mirakl")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--orders", type=int, default=1000, help="orders to seed (default 1000)")
+    sim.add_argument("--api-key", default="sim-secret-key")
+    sim.add_argument("--seed", type=int, default=7)
+    demo = commands.add_parser(
+        "demo", parents=[common], help="simulator + embedded Postgres, end to end"
+    )
+    demo.add_argument("--orders", type=int, default=3000, help="orders to seed (default 3000)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        log_format = getattr(args, "log_format", None)
+        configure_logging(json=None if log_format is None else log_format == "json")
+        return asyncio.run(_dispatch(args))
+    except RunSkipped as exc:
+        print(f"syncer: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except SyncerError as exc:
+        print(f"syncer: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("syncer: interrupted", file=sys.stderr)
+        return 130
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    from syncer import commands
+
+    command: str = args.command
+    if command == "simulator":
+        await commands.simulator(args.host, args.port, args.orders, args.api_key, args.seed)
+        return 0
+    if command == "demo":
+        return await commands.demo(args.orders)
+    config = _load(args)
+    handlers: dict[str, Callable[[], Awaitable[int]]] = {
+        "migrate": lambda: commands.migrate(config),
+        "sync": lambda: commands.sync(config, args.source),
+        "resync": lambda: commands.resync(config, args.source, _since(args.since)),
+        "status": lambda: commands.status(config),
+        "run": lambda: commands.serve(config),
+    }
+    return await handlers[command]()
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = config_path(getattr(args, "config", None))
+    config = load_config(path)
+    get_logger().debug("config_loaded", path=str(path))
+    return config
+
+
+def _since(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_instant(text)
+    except ValueError:
+        raise ConfigError(f"--since: {text!r} is not an ISO date (e.g. 2024-01-31)") from None
+
+
+def entrypoint() -> None:
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""TOML configuration -> frozen dataclasses. Every error names the key at fault.
+
+Nothing downstream reads dicts or environment variables: secrets named by
+`api_key_env` are resolved here, once.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from syncer.dates import as_instant
+from syncer.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "config.toml"
+T = TypeVar("T")
+
+
+class Secret:
+    """A string that never shows itself in repr/str (logs, tracebacks, status)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    dsn: str | None = None
+    schema: str = "mirakl"
+    data_dir: Path = Path(".syncer/pgdata")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    poll_interval_seconds: float = 10.0
+    poll_timeout_minutes: float = 60.0
+    items_per_chunk: int | None = None
+    megabytes_per_chunk: int | None = None
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    timeout_seconds: float = 300.0
+    max_attempts: int = 6
+    backoff_base_seconds: float = 1.0
+    backoff_max_seconds: float = 60.0
+    retry_after_max_seconds: float = 900.0
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    base_url: str
+    api_key: Secret | None
+    api_key_env: str | None = None
+    auth: str = "shop"
+    shop_id: int | None = None
+    start_date: datetime | None = None
+    interval_minutes: float = 15.0
+    overlap_minutes: float = 5.0
+
+    def require_api_key(self) -> Secret:
+        """The API key, or a ConfigError that names where it should have come from."""
+        if self.api_key is not None:
+            return self.api_key
+        if self.api_key_env:
+            raise ConfigError(
+                f"sources.{self.name}.api_key_env: environment variable "
+                f"{self.api_key_env} is not set"
+            )
+        raise ConfigError(f"sources.{self.name}: set api_key or api_key_env")
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    sources: tuple[SourceConfig, ...] = ()
+    path: Path | None = None
+
+    def select_sources(self, name: str | None) -> tuple[SourceConfig, ...]:
+        """All sources, or the one named; an unknown name is a ConfigError."""
+        if name is None:
+            if not self.sources:
+                raise ConfigError("sources: no [[sources]] configured")
+            return self.sources
+        for source in self.sources:
+            if source.name == name:
+                return (source,)
+        known = ", ".join(s.name for s in self.sources) or "none"
+        raise ConfigError(f"--source: unknown source {name!r} (configured: {known})")
+
+
+def config_path(cli_value: str | None) -> Path:
+    """`--config`, else `$SYNCER_CONFIG`, else `./config.toml`."""
+    return Path(cli_value or os.environ.get("SYNCER_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
+    """Read and validate a TOML file; raise ConfigError with one clear line."""
+    env = dict(os.environ) if env is None else env
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse_config(data, env=env, path=path)
+
+
+def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None = None) -> Config:
+    """Validate a TOML document already parsed into a dict."""
+    _reject_unknown(data, "", {"database", "export", "http", "sources"})
+    base = path.parent if path else Path.cwd()
+    db = _table(data, "database")
+    _reject_unknown(db, "database.", {"dsn", "schema", "data_dir"})
+    dsn = env.get("SYNCER_DATABASE_DSN") or _opt(db, "database.dsn", str)
+    schema = env.get("SYNCER_DATABASE_SCHEMA") or _opt(db, "database.schema", str) or "mirakl"
+    if not schema.isidentifier() or schema != schema.lower():
+        raise ConfigError(f"database.schema: {schema!r} must be a lowercase SQL identifier")
+    data_dir = Path(_opt(db, "database.data_dir", str) or ".syncer/pgdata")
+    database = DatabaseConfig(
+        dsn=dsn, schema=schema, data_dir=data_dir if data_dir.is_absolute() else base / data_dir
+    )
+
+    ex = _table(data, "export")
+    _reject_unknown(
+        ex,
+        "export.",
+        {"poll_interval_seconds", "poll_timeout_minutes", "items_per_chunk", "megabytes_per_chunk"},
+    )
+    export = ExportConfig(
+        poll_interval_seconds=_number(ex, "export.poll_interval_seconds", 10.0, minimum=0.01),
+        poll_timeout_minutes=_number(ex, "export.poll_timeout_minutes", 60.0, minimum=0.01),
+        items_per_chunk=_int_range(ex, "export.items_per_chunk", 10_000, 1_000_000),
+        megabytes_per_chunk=_int_range(ex, "export.megabytes_per_chunk", 10, 1024),
+    )
+
+    ht = _table(data, "http")
+    _reject_unknown(
+        ht,
+        "http.",
+        {
+            "timeout_seconds",
+            "max_attempts",
+            "backoff_base_seconds",
+            "backoff_max_seconds",
+            "retry_after_max_seconds",
+        },
+    )
+    attempts = _opt(ht, "http.max_attempts", int)
+    if attempts is not None and attempts < 1:
+        raise ConfigError("http.max_attempts: must be at least 1")
+    http = HttpConfig(
+        timeout_seconds=_number(ht, "http.timeout_seconds", 300.0, minimum=0.1),
+        max_attempts=attempts or 6,
+        backoff_base_seconds=_number(ht, "http.backoff_base_seconds", 1.0, minimum=0.0),
+        backoff_max_seconds=_number(ht, "http.backoff_max_seconds", 60.0, minimum=0.0),
+        retry_after_max_seconds=_number(ht, "http.retry_after_max_seconds", 900.0, minimum=0.0),
+    )
+
+    raw_sources = data.get("sources", [])
+    if not isinstance(raw_sources, list):
+        raise ConfigError("sources: must be an array of tables ([[sources]])")
+    sources = tuple(_source(item, i, env) for i, item in enumerate(raw_sources))
+    names = [s.name for s in sources]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"sources: name {name!r} is used twice")
+    return Config(database=database, export=export, http=http, sources=sources, path=path)
+
+
+def _source(item: object, index: int, env: dict[str, str]) -> SourceConfig:
+    if not isinstance(item, dict):
+        raise ConfigError(f"sources[{index}]: must be a table")
+    name = _opt(item, f"sources[{index}].name", str)
+    if not name:
+        raise ConfigError(f"sources[{index}].name: missing")
+    where = f"sources.{name}."
+    _reject_unknown(
+        item,
+        where,
+        {
+            "name",
+            "base_url",
+            "api_key",
+            "api_key_env",
+            "auth",
+            "shop_id",
+            "start_date",
+            "interval_minutes",
+            "overlap_minutes",
+        },
+    )
+    base_url = _opt(item, where + "base_url", str)
+    if not base_url:
+        raise ConfigError(f"{where}base_url: missing")
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}base_url: must start with http:// or https://")
+    key = _opt(item, where + "api_key", str)
+    key_env = _opt(item, where + "api_key_env", str)
+    if key and key_env:
+        raise ConfigError(f"{where}api_key: set either api_key or api_key_env, not both")
+    if not key and not key_env:
+        raise ConfigError(f"{where}api_key: missing (set api_key or api_key_env)")
+    if key_env:
+        key = env.get(key_env) or None
+    auth = _opt(item, where + "auth", str) or "shop"
+    if auth not in ("shop", "bearer"):
+        raise ConfigError(f'{where}auth: must be "shop" or "bearer", not {auth!r}')
+    start = item.get("start_date")
+    if start is not None and not isinstance(start, (date, datetime)):
+        if isinstance(start, str):
+            raise ConfigError(f"{where}start_date: write a TOML date without quotes: 2024-01-01")
+        raise ConfigError(f"{where}start_date: must be a date, got {type(start).__name__}")
+    return SourceConfig(
+        name=name,
+        base_url=base_url.rstrip("/"),
+        api_key=Secret(key) if key else None,
+        api_key_env=key_env,
+        auth=auth,
+        shop_id=_opt(item, where + "shop_id", int),
+        start_date=as_instant(start) if start is not None else None,
+        interval_minutes=_number(item, where + "interval_minutes", 15.0, minimum=0.01),
+        overlap_minutes=_number(item, where + "overlap_minutes", 5.0, minimum=0.0),
+    )
+
+
+def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: must be a table ([{key}])")
+    return value
+
+
+def _reject_unknown(table: dict[str, Any], prefix: str, known: set[str]) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{prefix}{key}: unknown key (known: {', '.join(sorted(known))})")
+
+
+def _type_name(value: object) -> str:
+    return {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(
+        type(value).__name__, type(value).__name__
+    )
+
+
+def _opt(table: dict[str, Any], key: str, kind: type[T]) -> T | None:
+    value = table.get(key.rsplit(".", 1)[-1])
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConfigError(f"{key}: must be {_type_name(kind())}, got {_type_name(value)}")
+    return value
+
+
+def _number(table: dict[str, Any], key: str, default: float, *, minimum: float) -> float:
+    value = table.get(key.rsplit(".", 1)[-1])
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: must be a number, got {_type_name(value)}")
+    if value < minimum:
+        raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
+    return float(value)
+
+
+def _int_range(table: dict[str, Any], key: str, low: int, high: int) -> int | None:
+    value = _opt(table, key, int)
+    if value is not None and not low <= value <= high:
+        raise ConfigError(f"{key}: must be between {low} and {high}, got {value}")
+    return value

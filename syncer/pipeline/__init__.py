@@ -1,0 +1,1 @@
+"""One run: windows, the export job, the chunk stream, parse -> rows. Knows neither aiohttp nor asyncpg."""

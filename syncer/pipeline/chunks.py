@@ -1,0 +1,301 @@
+"""Stream a chunk file `{"orders": [...]}` into one order at a time, memory bounded.
+
+The scanner walks the bytes once, finds each order object's extent (strings
+and nesting respected), and hands its exact bytes to orjson. Those bytes are
+also what lands in `raw`, so numbers keep the exact digits Mirakl sent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+from syncer.dates import parse_instant
+
+# Possessive: runs of non-brace, non-quote bytes and whole strings; stops at { } or a cut-off string.
+_SKIP = re.compile(rb'(?:[^{}"]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
+_WS = re.compile(rb"[ \t\r\n]*")
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_SCALAR = re.compile(rb"[^,}\s]+")
+
+ORDER_MONEY = ("price", "shipping_price", "total_price", "total_commission")
+ORDER_DATES = (
+    "created_date",
+    "acceptance_decision_date",
+    "customer_debited_date",
+    "shipping_deadline",
+)
+LINE_MONEY = (
+    "price_unit",
+    "price",
+    "shipping_price",
+    "total_price",
+    "commission_fee",
+    "total_commission",
+)
+LINE_DATES = ("created_date", "last_updated_date", "shipped_date", "received_date")
+
+
+class ChunkFormatError(ValueError):
+    """The chunk's bytes are not `{"orders": [...]}`; `position` is the order index if known."""
+
+    def __init__(self, reason: str, position: int | None = None) -> None:
+        super().__init__(reason)
+        self.position = position
+
+
+@dataclass(frozen=True)
+class ParsedOrder:
+    order_id: str
+    last_updated_date: datetime
+    raw: str
+
+
+class OrderSplitter:
+    """Feed bytes in any pieces; get back each complete order object's bytes."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0
+        self._state = "start"  # start, key, colon, value, orders, after_order, skip, done
+        self._depth = 0
+        self._obj_start = 0
+        self._scan = 0
+        self.orders_seen = 0
+        self._saw_orders = False
+        self._key = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._pos:
+            keep = (
+                min(self._pos, self._obj_start) if self._state in ("object", "skip") else self._pos
+            )
+            self._buf = self._buf[keep:]
+            self._obj_start -= keep
+            self._scan -= keep
+            self._pos -= keep
+        self._buf += data
+        out: list[bytes] = []
+        self._run(out)
+        return out
+
+    def close(self) -> None:
+        """Raise ChunkFormatError unless the document ended exactly after `]}`."""
+        if self._state != "done":
+            raise ChunkFormatError(
+                "the file ended early (truncated)" if self._buf.strip() else "the file is empty",
+                self.orders_seen if self._saw_orders else None,
+            )
+        if not self._saw_orders:
+            raise ChunkFormatError('no "orders" array in the file')
+
+    def _ws(self) -> bool:
+        """Skip whitespace; True when a byte is available."""
+        match = _WS.match(self._buf, self._pos)
+        assert match is not None
+        self._pos = match.end()
+        return self._pos < len(self._buf)
+
+    def _run(self, out: list[bytes]) -> None:
+        buf = self._buf
+        while True:
+            state = self._state
+            if state in ("object", "skip"):
+                if not self._scan_object():
+                    return
+                if state == "object":
+                    out.append(buf[self._obj_start : self._pos])
+                    self.orders_seen += 1
+                    self._state = "after_order"
+                else:
+                    self._state = "after_value"
+                continue
+            if state == "done":
+                if self._ws():
+                    raise ChunkFormatError("unexpected data after the end of the document")
+                return
+            if not self._ws():
+                return
+            byte = buf[self._pos : self._pos + 1]
+            if state == "start":
+                if byte != b"{":
+                    raise ChunkFormatError('the file is not a JSON object {"orders": [...]}')
+                self._pos += 1
+                self._state = "key"
+            elif state == "key":
+                if byte == b"}":
+                    self._pos += 1
+                    self._state = "done"
+                    continue
+                match = _STRING.match(buf, self._pos)
+                if match is None:
+                    if byte != b'"':
+                        raise ChunkFormatError("malformed JSON: expected a key")
+                    return  # key cut by the read boundary
+                self._key = match.group()[1:-1]
+                self._pos = match.end()
+                self._state = "colon"
+            elif state == "colon":
+                if byte != b":":
+                    raise ChunkFormatError("malformed JSON: expected ':'")
+                self._pos += 1
+                self._state = "value"
+            elif state == "value":
+                if self._key == b"orders":
+                    if byte != b"[":
+                        raise ChunkFormatError('"orders" is not an array')
+                    self._saw_orders = True
+                    self._pos += 1
+                    self._state = "orders"
+                elif byte == b"{":
+                    self._begin_object("skip")
+                else:
+                    end = self._scalar_end()
+                    if end is None:
+                        return
+                    self._pos = end
+                    self._state = "after_value"
+            elif state == "after_value":
+                if byte == b",":
+                    self._pos += 1
+                    self._state = "key"
+                elif byte == b"}":
+                    self._pos += 1
+                    self._state = "done"
+                else:
+                    raise ChunkFormatError("malformed JSON: expected ',' or '}'")
+            elif state in ("orders", "after_order"):
+                if byte == b"]":
+                    self._pos += 1
+                    self._state = "after_value"
+                elif state == "after_order" and byte == b",":
+                    self._pos += 1
+                    self._state = "next_order"
+                elif state == "orders" and byte == b"{":
+                    self._begin_object("object")
+                else:
+                    raise ChunkFormatError(
+                        "an element of orders is not an object", self.orders_seen
+                    )
+            elif state == "next_order":
+                if byte != b"{":
+                    raise ChunkFormatError(
+                        "an element of orders is not an object", self.orders_seen
+                    )
+                self._begin_object("object")
+
+    def _begin_object(self, state: str) -> None:
+        self._obj_start = self._pos
+        self._scan = self._pos
+        self._depth = 0
+        self._state = state
+
+    def _scan_object(self) -> bool:
+        """Advance to the end of the current object; False if more bytes are needed."""
+        buf, end = self._buf, len(self._buf)
+        pos, depth = self._scan, self._depth
+        while True:
+            match = _SKIP.match(buf, pos)
+            assert match is not None
+            pos = match.end()
+            if pos >= end:
+                break
+            byte = buf[pos]
+            if byte == 0x7B:  # {
+                depth += 1
+            elif byte == 0x7D:  # }
+                depth -= 1
+                if depth == 0:
+                    self._pos = pos + 1
+                    return True
+            else:  # a string cut by the read boundary: wait for more
+                break
+            pos += 1
+        self._scan, self._depth = pos, depth
+        return False
+
+    def _scalar_end(self) -> int | None:
+        buf = self._buf
+        if buf[self._pos : self._pos + 1] == b'"':
+            match = _STRING.match(buf, self._pos)
+            return match.end() if match else None
+        if buf[self._pos : self._pos + 1] == b"[":
+            raise ChunkFormatError("unsupported top-level array besides orders")
+        match = _SCALAR.match(buf, self._pos)
+        if match is None or match.end() == len(buf):
+            return None
+        return match.end()
+
+
+def parse_order(data: bytes, position: int) -> ParsedOrder:
+    """Check one order's bytes; ChunkFormatError names what is wrong."""
+    try:
+        order = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ChunkFormatError(f"malformed JSON in order: {exc}", position) from None
+    order_id = order.get("order_id")
+    if not isinstance(order_id, str) or not order_id:
+        raise ChunkFormatError("order has no order_id", position)
+    updated = order.get("last_updated_date")
+    if not isinstance(updated, str):
+        raise ChunkFormatError(f"order {order_id} has no last_updated_date", position)
+    try:
+        last_updated = parse_instant(updated)
+    except ValueError as exc:
+        raise ChunkFormatError(f"order {order_id}: last_updated_date {exc}", position) from None
+    _check_fields(order, ORDER_MONEY, ORDER_DATES, f"order {order_id}", position)
+    lines = order.get("order_lines")
+    if lines is not None:
+        if not isinstance(lines, list):
+            raise ChunkFormatError(f"order {order_id}: order_lines is not an array", position)
+        for index, line in enumerate(lines):
+            where = f"order {order_id} line #{index}"
+            if not isinstance(line, dict) or not isinstance(line.get("order_line_id"), str):
+                raise ChunkFormatError(f"{where}: no order_line_id", position)
+            _check_fields(line, LINE_MONEY, LINE_DATES, where, position)
+            quantity = line.get("quantity")
+            if quantity is not None and (
+                isinstance(quantity, bool) or not isinstance(quantity, int)
+            ):
+                raise ChunkFormatError(
+                    f"{where}: quantity {quantity!r} is not an integer", position
+                )
+    return ParsedOrder(order_id, last_updated, data.decode("utf-8"))
+
+
+def _check_fields(
+    obj: dict[str, Any], money: tuple[str, ...], dates: tuple[str, ...], where: str, position: int
+) -> None:
+    for key in money:
+        value = obj.get(key)
+        if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            continue
+        if isinstance(value, str):
+            try:
+                Decimal(value)
+                continue
+            except InvalidOperation:
+                pass
+        raise ChunkFormatError(f"{where}: {key} {value!r} is not a number", position)
+    for key in dates:
+        value = obj.get(key)
+        if value is None:
+            continue
+        try:
+            parse_instant(value)
+        except ValueError:
+            raise ChunkFormatError(f"{where}: {key} {value!r} is not a date", position) from None
+
+
+def split_orders(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """Synchronous helper (tests, tools): all order objects of a chunk given as byte pieces."""
+    splitter = OrderSplitter()
+    for piece in pieces:
+        yield from splitter.feed(piece)
+    splitter.close()

@@ -1,0 +1,415 @@
+"""One run of one source: plan the exports, request/resume, poll, stream chunks, merge.
+
+The watermark moves only inside the merge transaction of the export that
+completes the window, so a crash at any point leaves it where it was. A
+tracking id is stored before polling; a later run adopts an export left in
+flight instead of asking Mirakl for another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from syncer.config import ExportConfig, HttpConfig, SourceConfig
+from syncer.dates import utc_now
+from syncer.errors import (
+    ChunkGone,
+    ChunkInvalid,
+    ConfigError,
+    ExportFailed,
+    ExportNotFound,
+    StreamBroken,
+)
+from syncer.log import get_logger, log_context
+from syncer.pipeline.chunks import ChunkFormatError, OrderSplitter, parse_order
+from syncer.pipeline.window import Window, differential_window, full_windows
+from syncer.redact import redact_url
+
+TERMINAL_FAILURES = ("FAILED", "CANCELED")
+StagedRow = tuple[int, int, int, str, datetime, str]
+
+
+class StatusLike(Protocol):
+    @property
+    def status(self) -> str: ...
+    @property
+    def urls(self) -> tuple[str, ...]: ...
+
+
+class ExportApi(Protocol):
+    async def start_export(
+        self,
+        start_update: datetime,
+        end_update: datetime,
+        *,
+        items_per_chunk: int | None = ...,
+        megabytes_per_chunk: int | None = ...,
+    ) -> str: ...
+    async def export_status(self, tracking_id: str) -> StatusLike: ...
+    def open_chunk(self, url: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]: ...
+
+
+class InFlightLike(Protocol):
+    @property
+    def tracking_id(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def window_start(self) -> datetime: ...
+    @property
+    def window_end(self) -> datetime: ...
+    @property
+    def moves_watermark_to(self) -> datetime | None: ...
+
+
+class MergeLike(Protocol):
+    @property
+    def orders_received(self) -> int: ...
+    @property
+    def orders_changed(self) -> int: ...
+    @property
+    def lines_written(self) -> int: ...
+
+
+class RunStore(Protocol):
+    def source_lock(self, source: str) -> AbstractAsyncContextManager[None]: ...
+    async def watermark(self, source: str) -> datetime | None: ...
+    async def in_flight_export(self, source: str) -> InFlightLike | None: ...
+    async def begin_run(
+        self, source: str, mode: str, window_start: datetime, window_end: datetime, exports: int
+    ) -> int: ...
+    async def record_export(
+        self,
+        *,
+        tracking_id: str,
+        source: str,
+        run_id: int,
+        mode: str,
+        window_start: datetime,
+        window_end: datetime,
+        moves_watermark_to: datetime | None,
+    ) -> None: ...
+    async def adopt_export(self, tracking_id: str, run_id: int) -> None: ...
+    async def close_export(self, tracking_id: str, status: str, error: str | None) -> None: ...
+    async def clear_staging(self, run_id: int) -> None: ...
+    async def stage_rows(self, rows: AsyncIterable[StagedRow] | Sequence[StagedRow]) -> None: ...
+    async def merge_export(
+        self,
+        *,
+        run_id: int,
+        source: str,
+        tracking_id: str,
+        chunks: int,
+        bytes_read: int,
+        watermark_to: datetime | None,
+    ) -> MergeLike: ...
+    async def finish_run(self, run_id: int, status: str, error: str | None = None) -> None: ...
+
+
+@dataclass
+class ExportJob:
+    """One export to load: a window, and where the watermark goes once it is merged."""
+
+    window: Window
+    mode: str
+    moves_watermark_to: datetime | None
+    tracking_id: str | None = None  # set when adopting an export left in flight
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    source: str
+    mode: str
+    window: Window
+    exports: int = 0
+    chunks: int = 0
+    orders: int = 0
+    orders_changed: int = 0
+    lines: int = 0
+    bytes: int = 0
+    duration_s: float = 0.0
+    status: str = "running"
+    error: str | None = None
+    watermark: datetime | None = None
+
+
+@dataclass
+class _ChunkCounter:
+    bytes: int = 0
+    orders: int = 0
+
+
+@dataclass
+class SyncRun:
+    """Runs exports for one source against an API and a store."""
+
+    source: SourceConfig
+    export: ExportConfig
+    http: HttpConfig
+    api: ExportApi
+    store: RunStore
+    clock: Callable[[], datetime] = utc_now
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    async def run(self, mode: str, since: datetime | None = None) -> RunSummary:
+        """Take the source's lock, plan and load; the summary says what was done."""
+        async with self.store.source_lock(self.source.name):
+            jobs, mode = await self._plan(mode, since)
+            return await self._execute(jobs, mode)
+
+    async def _plan(self, mode: str, since: datetime | None) -> tuple[list[ExportJob], str]:
+        name = self.source.name
+        jobs: list[ExportJob] = []
+        in_flight = await self.store.in_flight_export(name)
+        if in_flight is not None:
+            jobs.append(
+                ExportJob(
+                    Window(in_flight.window_start, in_flight.window_end),
+                    in_flight.mode,
+                    in_flight.moves_watermark_to,
+                    in_flight.tracking_id,
+                )
+            )
+            if mode == "differential" and in_flight.moves_watermark_to is not None:
+                return jobs, in_flight.mode
+        now = self.clock()
+        watermark = await self.store.watermark(name)
+        if mode == "differential" and watermark is not None:
+            overlap = timedelta(minutes=self.source.overlap_minutes)
+            window = differential_window(watermark, now, overlap)
+            return [*jobs, ExportJob(window, "differential", window.end)], "differential"
+        start = since or self.source.start_date
+        if start is None:
+            raise ConfigError(
+                f"sources.{name}.start_date: needed for a full resync "
+                "(or pass --since); the source has no watermark yet"
+            )
+        try:
+            windows = full_windows(start, now)
+        except ValueError as exc:
+            raise ConfigError(f"--since: {exc}") from None
+        for index, window in enumerate(windows):
+            last = index == len(windows) - 1
+            jobs.append(ExportJob(window, "full", now if last else None))
+        return jobs, "full"
+
+    async def _execute(self, jobs: list[ExportJob], mode: str) -> RunSummary:
+        name = self.source.name
+        overall = Window(min(j.window.start for j in jobs), max(j.window.end for j in jobs))
+        run_id = await self.store.begin_run(name, mode, overall.start, overall.end, len(jobs))
+        summary = RunSummary(run_id, name, mode, overall)
+        with log_context(source=name, run_id=run_id):
+            return await self._execute_logged(jobs, summary)
+
+    async def _execute_logged(self, jobs: list[ExportJob], summary: RunSummary) -> RunSummary:
+        name, run_id, overall = summary.source, summary.run_id, summary.window
+        log = get_logger(mode=summary.mode)
+        log.info("run_started", window=str(overall), exports=len(jobs))
+        started = time.monotonic()
+        try:
+            for index, job in enumerate(jobs, start=1):
+                await self._load_export(job, summary, f"{index}/{len(jobs)}")
+        except BaseException as exc:
+            summary.status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
+            summary.error = (
+                _one_line(exc) if summary.status == "failed" else "interrupted by shutdown"
+            )
+            summary.duration_s = time.monotonic() - started
+            await asyncio.shield(self._close_failed_run(summary))
+            log.error(
+                "run_failed" if summary.status == "failed" else "run_interrupted",
+                error=summary.error,
+                duration_s=round(summary.duration_s, 3),
+            )
+            raise
+        summary.status = "succeeded"
+        summary.duration_s = time.monotonic() - started
+        summary.watermark = await self.store.watermark(name)
+        await self.store.finish_run(run_id, "succeeded")
+        log.info(
+            "run_finished",
+            exports=summary.exports,
+            chunks=summary.chunks,
+            orders=summary.orders,
+            orders_changed=summary.orders_changed,
+            lines=summary.lines,
+            mb=round(summary.bytes / 1e6, 2),
+            duration_s=round(summary.duration_s, 3),
+            watermark=summary.watermark.isoformat() if summary.watermark else None,
+        )
+        return summary
+
+    async def _close_failed_run(self, summary: RunSummary) -> None:
+        try:
+            await self.store.clear_staging(summary.run_id)
+            await self.store.finish_run(summary.run_id, summary.status, summary.error)
+        except Exception as exc:  # the original error matters more
+            get_logger().error("run_close_failed", error=_one_line(exc))
+
+    async def _load_export(self, job: ExportJob, summary: RunSummary, step: str) -> None:
+        tracking_id = await self._request_or_adopt(job, summary.run_id)
+        with log_context(tracking_id=tracking_id, export=step):
+            await self._load_and_merge(job, summary, tracking_id)
+
+    async def _load_and_merge(self, job: ExportJob, summary: RunSummary, tracking_id: str) -> None:
+        log = get_logger()
+        try:
+            urls = await self._wait_completed(tracking_id)
+            counter = _ChunkCounter()
+            for index, url in enumerate(urls):
+                await self._load_chunk(
+                    summary.run_id, index, url, counter, f"{index + 1}/{len(urls)}"
+                )
+        except (ExportFailed, ChunkInvalid) as exc:
+            await self.store.close_export(tracking_id, "failed", _one_line(exc))
+            raise
+        except (ChunkGone, ExportNotFound) as exc:
+            # The export is gone on Mirakl's side: the next run must request a new one.
+            await self.store.close_export(tracking_id, "abandoned", _one_line(exc))
+            raise
+        result = await self.store.merge_export(
+            run_id=summary.run_id,
+            source=self.source.name,
+            tracking_id=tracking_id,
+            chunks=len(urls),
+            bytes_read=counter.bytes,
+            watermark_to=job.moves_watermark_to,
+        )
+        summary.exports += 1
+        summary.chunks += len(urls)
+        summary.orders += result.orders_received
+        summary.orders_changed += result.orders_changed
+        summary.lines += result.lines_written
+        summary.bytes += counter.bytes
+        log.info(
+            "export_merged",
+            window=str(job.window),
+            chunks=len(urls),
+            orders=result.orders_received,
+            orders_changed=result.orders_changed,
+            lines=result.lines_written,
+            watermark_to=job.moves_watermark_to.isoformat() if job.moves_watermark_to else None,
+        )
+
+    async def _request_or_adopt(self, job: ExportJob, run_id: int) -> str:
+        if job.tracking_id is not None:
+            await self.store.adopt_export(job.tracking_id, run_id)
+            get_logger().info("export_resumed", tracking_id=job.tracking_id, window=str(job.window))
+            return job.tracking_id
+        tracking_id = await self.api.start_export(
+            job.window.start,
+            job.window.end,
+            items_per_chunk=self.export.items_per_chunk,
+            megabytes_per_chunk=self.export.megabytes_per_chunk,
+        )
+        await self.store.record_export(
+            tracking_id=tracking_id,
+            source=self.source.name,
+            run_id=run_id,
+            mode=job.mode,
+            window_start=job.window.start,
+            window_end=job.window.end,
+            moves_watermark_to=job.moves_watermark_to,
+        )
+        get_logger().info("export_requested", tracking_id=tracking_id, window=str(job.window))
+        return tracking_id
+
+    async def _wait_completed(self, tracking_id: str) -> tuple[str, ...]:
+        """Poll OR14 until COMPLETED; ExportFailed on FAILED/CANCELED or past the deadline."""
+        deadline = time.monotonic() + self.export.poll_timeout_minutes * 60
+        started = time.monotonic()
+        polls = 0
+        warned: set[str] = set()
+        while True:
+            status = await self.api.export_status(tracking_id)
+            polls += 1
+            if status.status == "COMPLETED":
+                get_logger().info(
+                    "export_completed",
+                    chunks=len(status.urls),
+                    polls=polls,
+                    wait_s=round(time.monotonic() - started, 3),
+                )
+                return status.urls
+            if status.status in TERMINAL_FAILURES:
+                raise ExportFailed(
+                    f"export {tracking_id} ended {status.status} on Mirakl's side",
+                    tracking_id=tracking_id,
+                )
+            if status.status != "PENDING" and status.status not in warned:
+                warned.add(status.status)
+                get_logger().warning("export_status_unknown", status=status.status)
+            if time.monotonic() >= deadline:
+                raise ExportFailed(
+                    f"export {tracking_id} still {status.status} after "
+                    f"{self.export.poll_timeout_minutes:g} min (export.poll_timeout_minutes); "
+                    "the next run resumes it",
+                    tracking_id=tracking_id,
+                )
+            await self.sleep(self.export.poll_interval_seconds)
+
+    async def _load_chunk(
+        self, run_id: int, index: int, url: str, counter: _ChunkCounter, step: str
+    ) -> None:
+        """Stream one chunk into staging; a broken download is discarded and fetched again."""
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.monotonic()
+            chunk = _ChunkCounter()
+            try:
+                async with self.api.open_chunk(url) as stream:
+                    await self.store.stage_rows(_staged_rows(stream, run_id, index, url, chunk))
+            except StreamBroken as exc:
+                if attempt >= self.http.max_attempts:
+                    raise
+                delay = min(
+                    self.http.backoff_max_seconds,
+                    self.http.backoff_base_seconds * 2 ** (attempt - 1),
+                )
+                get_logger().warning(
+                    "chunk_retry", chunk=step, error=str(exc), attempt=attempt, delay_s=delay
+                )
+                await self.sleep(delay)
+                continue
+            counter.bytes += chunk.bytes
+            counter.orders += chunk.orders
+            elapsed = time.monotonic() - started
+            get_logger().info(
+                "chunk_loaded",
+                chunk=step,
+                orders=chunk.orders,
+                mb=round(chunk.bytes / 1e6, 2),
+                orders_per_s=round(chunk.orders / elapsed) if elapsed > 0 else None,
+            )
+            return
+
+
+async def _staged_rows(
+    stream: AsyncIterator[bytes], run_id: int, chunk: int, url: str, counter: _ChunkCounter
+) -> AsyncIterator[StagedRow]:
+    splitter = OrderSplitter()
+    position = 0
+    try:
+        async for block in stream:
+            counter.bytes += len(block)
+            for data in splitter.feed(block):
+                order = parse_order(data, position)
+                yield (run_id, chunk, position, order.order_id, order.last_updated_date, order.raw)
+                position += 1
+        splitter.close()
+    except ChunkFormatError as exc:
+        raise ChunkInvalid(str(exc), chunk=redact_url(url), position=exc.position) from None
+    counter.orders = position
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:1000]

@@ -1,0 +1,320 @@
+"""aiohttp.web fake of Mirakl's order export, following what is known of the real one.
+
+Rules reproduced: auth header (shop key raw, or Bearer), a date range is
+required and pairs go together, a range over one year is refused, the small
+delta subtracted from `start_update_date`, `items_per_chunk` and
+`megabytes_per_chunk` ranges, PENDING for a few polls, one export at a time,
+chunk files `{"orders": [...]}` served with the same auth. Control endpoints
+under `/_sim/` let tests and the demo move time and change orders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from syncer.simulator.orders import iso, make_order, touch_order
+
+MAX_RANGE = "one year"
+
+
+@dataclass
+class SimulatorConfig:
+    api_key: str = "sim-secret-key"
+    auth: str = "shop"  # "shop": raw key header; "bearer": "Bearer <key>"
+    pending_polls: int = 2
+    update_delta_seconds: float = 5.0
+    max_items_per_chunk: int | None = None  # the server may cut smaller chunks than asked
+    busy_status: int = 409
+    enforce_frequency: bool = False  # OR13 at most every 5 min (differential), 24 h (full)
+    seed: int = 7
+
+
+@dataclass
+class SimExport:
+    tracking_id: str
+    chunks: list[list[bytes]]
+    polls: int = 0
+    status: str = "PENDING"
+    tokens: list[str] = field(default_factory=list)
+
+
+class SimulatorState:
+    """The simulated Mirakl account: its orders, its clock and its exports."""
+
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = config or SimulatorConfig()
+        self.rng = random.Random(self.config.seed)
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.exports: dict[str, SimExport] = {}
+        self.calls: Counter[str] = Counter()
+        self.clock_offset = timedelta()
+        self._next_number = 1
+        self._last_or13: datetime | None = None
+
+    def now(self) -> datetime:
+        now = datetime.now(UTC) + self.clock_offset
+        return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+    def advance(self, seconds: float) -> None:
+        self.clock_offset += timedelta(seconds=seconds)
+
+    def seed_orders(self, count: int, *, days: float = 730.0) -> list[str]:
+        """Create `count` orders spread over the last `days` days."""
+        end = self.now()
+        ids = []
+        for _ in range(count):
+            created = end - timedelta(seconds=self.rng.uniform(60, days * 86400))
+            ids.append(self._add(created))
+        return ids
+
+    def create_orders(self, count: int) -> list[str]:
+        """New orders created now."""
+        return [self._add(self.now()) for _ in range(count)]
+
+    def update_orders(self, count: int) -> list[str]:
+        """Change `count` random existing orders now (state, lines, amounts)."""
+        ids = self.rng.sample(sorted(self.orders), min(count, len(self.orders)))
+        for order_id in ids:
+            touch_order(self.rng, self.orders[order_id], self.now())
+        return ids
+
+    def _add(self, created: datetime) -> str:
+        order = make_order(self.rng, self._next_number, created)
+        self._next_number += 1
+        self.orders[order["order_id"]] = order
+        return str(order["order_id"])
+
+    def running_export(self) -> SimExport | None:
+        return next((e for e in self.exports.values() if e.status == "PENDING"), None)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"status": status, "message": message}, status=status, headers=headers)
+
+
+def _parse_date(text: object, name: str) -> datetime:
+    if not isinstance(text, str):
+        raise ValueError(f"{name} must be a date-time string")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name} is not a valid date-time: {text}") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{name} must carry a time zone")
+    return parsed.astimezone(UTC)
+
+
+def _longer_than_a_year(start: datetime, end: datetime) -> bool:
+    try:
+        limit = start.replace(year=start.year + 1)
+    except ValueError:  # 29 February
+        limit = start.replace(year=start.year + 1, day=28)
+    return end > limit
+
+
+def build_app(state: SimulatorState) -> web.Application:
+    """The aiohttp application serving OR13/OR14/OR15 and the `/_sim/` controls."""
+    config = state.config
+
+    def authorised(request: web.Request) -> bool:
+        expected = f"Bearer {config.api_key}" if config.auth == "bearer" else config.api_key
+        return secrets.compare_digest(request.headers.get("Authorization", ""), expected)
+
+    async def or13(request: web.Request) -> web.StreamResponse:
+        state.calls["OR13"] += 1
+        if not authorised(request):
+            return _error(401, "Unauthorized")
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _error(400, "Request body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(400, "Request body must be a JSON object")
+        try:
+            created = _range(body, "start_date", "end_date")
+            updated = _range(body, "start_update_date", "end_update_date")
+            if created is None and updated is None:
+                raise ValueError("At least one date range filter is required")
+            items = _bounded(body, "items_per_chunk", 10_000, 1_000_000, 1_000_000)
+            megabytes = _bounded(body, "megabytes_per_chunk", 10, 1024, 512)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if state.running_export() is not None:
+            return _error(config.busy_status, "An export is already in progress for this account")
+        now = state.now()
+        if config.enforce_frequency and state._last_or13 is not None:
+            wait = 300 - (now - state._last_or13).total_seconds()
+            if wait > 0:
+                return _error(429, "Too many requests", {"Retry-After": str(int(wait) + 1)})
+        state._last_or13 = now
+        selected = _select(state.orders.values(), created, updated, config.update_delta_seconds)
+        cap = min(items, config.max_items_per_chunk or items)
+        export = SimExport(str(uuid.uuid4()), _chunk(selected, cap, megabytes * 1024 * 1024))
+        state.exports[export.tracking_id] = export
+        return web.json_response({"tracking_id": export.tracking_id})
+
+    async def or14(request: web.Request) -> web.StreamResponse:
+        state.calls["OR14"] += 1
+        if not authorised(request):
+            return _error(401, "Unauthorized")
+        export = state.exports.get(request.match_info["tracking_id"])
+        if export is None:
+            return _error(404, "Export not found")
+        export.polls += 1
+        if export.status == "PENDING" and export.polls > config.pending_polls:
+            export.status = "COMPLETED"
+            export.tokens = [secrets.token_hex(8) for _ in export.chunks]
+        answer: dict[str, Any] = {"status": export.status, "last_updated": iso(state.now())}
+        if export.status == "COMPLETED":
+            base = f"{request.scheme}://{request.host}"
+            answer["urls"] = [
+                f"{base}/exports/{export.tracking_id}/chunk-{i}.json?token={token}"
+                for i, token in enumerate(export.tokens)
+            ]
+        return web.json_response(answer)
+
+    async def or15(request: web.Request) -> web.StreamResponse:
+        state.calls["OR15"] += 1
+        if not authorised(request):
+            return _error(401, "Unauthorized")
+        export = state.exports.get(request.match_info["tracking_id"])
+        index = int(request.match_info["index"])
+        if export is None or export.status != "COMPLETED" or index >= len(export.chunks):
+            return _error(404, "File not found")
+        if request.query.get("token") != export.tokens[index]:
+            return _error(404, "File not found")
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b'{"orders":[')
+        buffer: list[bytes] = []
+        size = 0
+        for position, order in enumerate(export.chunks[index]):
+            buffer.append(b"," + order if position else order)
+            size += len(order)
+            if size >= 256 * 1024:
+                await response.write(b"".join(buffer))
+                buffer, size = [], 0
+        await response.write(b"".join(buffer) + b"]}")
+        await response.write_eof()
+        return response
+
+    async def sim_mutate(request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read() or b"{}")
+        updated = state.update_orders(int(body.get("update", 0)))
+        created = state.create_orders(int(body.get("create", 0)))
+        return web.json_response({"updated": updated, "created": created})
+
+    async def sim_advance(request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read() or b"{}")
+        state.advance(float(body.get("seconds", 0)))
+        return web.json_response({"now": iso(state.now())})
+
+    async def sim_stats(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"orders": len(state.orders), "calls": dict(state.calls)})
+
+    async def sim_orders(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=orjson.dumps({"orders": list(state.orders.values())}),
+            content_type="application/json",
+        )
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_post("/api/orders/async-export", or13)
+    app.router.add_get("/api/orders/async-export/status/{tracking_id}", or14)
+    app.router.add_get("/exports/{tracking_id}/chunk-{index:\\d+}.json", or15)
+    app.router.add_post("/_sim/mutate", sim_mutate)
+    app.router.add_post("/_sim/advance", sim_advance)
+    app.router.add_get("/_sim/stats", sim_stats)
+    app.router.add_get("/_sim/orders", sim_orders)
+    return app
+
+
+def _range(body: dict[str, Any], start_key: str, end_key: str) -> tuple[datetime, datetime] | None:
+    start, end = body.get(start_key), body.get(end_key)
+    if start is None and end is None:
+        return None
+    if start is None or end is None:
+        raise ValueError(f"{start_key} and {end_key} must be given together")
+    first, last = _parse_date(start, start_key), _parse_date(end, end_key)
+    if last < first:
+        raise ValueError(f"{end_key} is before {start_key}")
+    if _longer_than_a_year(first, last):
+        raise ValueError(f"The range {start_key}..{end_key} must not exceed {MAX_RANGE}")
+    return first, last
+
+
+def _bounded(body: dict[str, Any], key: str, low: int, high: int, default: int) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{key} must be an integer between {low} and {high}")
+    return value
+
+
+def _select(
+    orders: Iterable[dict[str, Any]],
+    created: tuple[datetime, datetime] | None,
+    updated: tuple[datetime, datetime] | None,
+    delta_seconds: float,
+) -> list[bytes]:
+    chosen = []
+    for order in orders:
+        if created is not None:
+            moment = datetime.fromisoformat(order["created_date"])
+            if not created[0] <= moment <= created[1]:
+                continue
+        if updated is not None:
+            moment = datetime.fromisoformat(order["last_updated_date"])
+            if not updated[0] - timedelta(seconds=delta_seconds) <= moment <= updated[1]:
+                continue
+        chosen.append(orjson.dumps(order))
+    return chosen
+
+
+def _chunk(orders: list[bytes], items: int, max_bytes: int) -> list[list[bytes]]:
+    chunks: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for order in orders:
+        if current and (len(current) >= items or size + len(order) > max_bytes):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(order)
+        size += len(order) + 1
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+@asynccontextmanager
+async def serve(
+    state: SimulatorState, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
+    """Serve the simulator on loopback; yield its base URL."""
+    runner = web.AppRunner(build_app(state), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        await runner.cleanup()
+
+
+async def serve_forever(state: SimulatorState, host: str, port: int) -> None:
+    """Run until cancelled (the `syncer simulator` command)."""
+    async with serve(state, host, port) as url:
+        print(f"simulator listening on {url} ({len(state.orders)} orders)", flush=True)
+        await asyncio.Event().wait()

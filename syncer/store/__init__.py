@@ -1,0 +1,1 @@
+"""PostgreSQL: pool, migrations, COPY + merge, watermarks, run history, locks. Knows no HTTP."""

@@ -1,0 +1,67 @@
+"""Connections: a configured DSN, or an embedded PostgreSQL in a local data directory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+
+from syncer.config import DatabaseConfig
+from syncer.errors import ConfigError, DatabaseError
+from syncer.log import get_logger
+from syncer.redact import redact_dsn
+
+
+def embedded_dsn(data_dir: Path) -> str:
+    """Start (or reuse) an embedded PostgreSQL in `data_dir`; return its DSN."""
+    try:
+        import pgserver
+    except ImportError:
+        raise ConfigError(
+            "database.dsn: not set, and the embedded PostgreSQL is not installed "
+            "(pip install 'mirakl-order-sync[embedded]', or set database.dsn)"
+        ) from None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    get_logger().info("embedded_postgres_starting", data_dir=str(data_dir))
+    server = pgserver.get_server(  # type: ignore[attr-defined]
+        str(data_dir), cleanup_mode="stop"
+    )
+    return str(server.get_uri())
+
+
+def resolve_dsn(config: DatabaseConfig) -> str:
+    return config.dsn or embedded_dsn(config.data_dir)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+@asynccontextmanager
+async def open_pool(config: DatabaseConfig, *, size: int = 4) -> AsyncIterator[asyncpg.Pool]:
+    """A pool whose connections use the configured schema; DatabaseError if unreachable."""
+    dsn = resolve_dsn(config)
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=size,
+            server_settings={"search_path": config.schema, "application_name": "mirakl-order-sync"},
+            timeout=15,
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        raise DatabaseError(
+            f"cannot connect to PostgreSQL ({redact_dsn(dsn)}): {_describe(exc)}"
+        ) from None
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def translate(exc: BaseException) -> DatabaseError:
+    """asyncpg's error as ours, first line only."""
+    return DatabaseError(f"PostgreSQL: {_describe(exc)}")

@@ -1,0 +1,167 @@
+"""Named SQL. Values are always bound ($n), never formatted in.
+
+Tables are unqualified: every connection's search_path is the configured schema.
+Typed columns are projections of `raw` computed by PostgreSQL, so money stays
+exact (jsonb numbers are arbitrary-precision numerics, never floats).
+"""
+
+LOCK_SOURCE = (
+    "SELECT pg_try_advisory_lock(hashtext('syncer-run:' || current_schema() || ':' || $1))"
+)
+UNLOCK_SOURCE = (
+    "SELECT pg_advisory_unlock(hashtext('syncer-run:' || current_schema() || ':' || $1))"
+)
+
+GET_WATERMARK = "SELECT watermark FROM sync_state WHERE source = $1"
+
+IN_FLIGHT_EXPORT = """
+SELECT tracking_id, run_id, mode, window_start, window_end, moves_watermark_to
+FROM sync_exports WHERE source = $1 AND status = 'requested'
+"""
+
+BEGIN_RUN = """
+INSERT INTO sync_runs (source, mode, window_start, window_end, exports_total)
+VALUES ($1, $2, $3, $4, $5) RETURNING run_id
+"""
+
+RECORD_EXPORT = """
+INSERT INTO sync_exports (tracking_id, source, run_id, mode, window_start, window_end, moves_watermark_to)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+
+RUN_TRACKING = "UPDATE sync_runs SET tracking_id = $2 WHERE run_id = $1"
+
+ADOPT_EXPORT = "UPDATE sync_exports SET run_id = $2 WHERE tracking_id = $1"
+
+CLOSE_EXPORT = """
+UPDATE sync_exports SET status = $2, error = $3, finished_at = now() WHERE tracking_id = $1
+"""
+
+CLEAR_STAGING_OF_SOURCE = """
+DELETE FROM staged_orders WHERE run_id IN (SELECT run_id FROM sync_runs WHERE source = $1)
+"""
+
+CLEAR_STAGING_OF_RUN = "DELETE FROM staged_orders WHERE run_id = $1"
+
+STAGED_COLUMNS = ("run_id", "chunk", "position", "order_id", "last_updated_date", "raw")
+
+# The newest version of each order in this run's staging (ties: the later in the export).
+CREATE_INCOMING = """
+CREATE TEMP TABLE incoming ON COMMIT DROP AS
+SELECT DISTINCT ON (order_id) order_id, last_updated_date, raw
+FROM staged_orders WHERE run_id = $1
+ORDER BY order_id, last_updated_date DESC, chunk DESC, position DESC
+"""
+
+# Never older over newer: a stored order changes only for a later last_updated_date
+# (or the same date with different content).
+UPSERT_ORDERS = """
+CREATE TEMP TABLE changed ON COMMIT DROP AS
+WITH upserted AS (
+    INSERT INTO orders AS o (
+        source, order_id, commercial_id, order_state, order_state_reason_code, shop_id,
+        channel_code, created_date, last_updated_date, acceptance_decision_date,
+        customer_debited_date, shipping_deadline, currency_iso_code, price, shipping_price,
+        total_price, total_commission, payment_type, payment_workflow, customer_id,
+        shipping_type_code, shipping_zone_code, has_incident, fully_refunded, raw, run_id, synced_at)
+    SELECT $2, i.order_id, r->>'commercial_id', r->>'order_state', r->>'order_state_reason_code',
+        r->>'shop_id', r->'channel'->>'code', (r->>'created_date')::timestamptz,
+        i.last_updated_date, (r->>'acceptance_decision_date')::timestamptz,
+        (r->>'customer_debited_date')::timestamptz, (r->>'shipping_deadline')::timestamptz,
+        r->>'currency_iso_code', (r->>'price')::numeric, (r->>'shipping_price')::numeric,
+        (r->>'total_price')::numeric, (r->>'total_commission')::numeric, r->>'payment_type',
+        r->>'payment_workflow', r->'customer'->>'customer_id', r->>'shipping_type_code',
+        r->>'shipping_zone_code', (r->>'has_incident')::boolean, (r->>'fully_refunded')::boolean,
+        r, $1, now()
+    FROM incoming i, LATERAL (SELECT i.raw AS r) x
+    ON CONFLICT (source, order_id) DO UPDATE SET
+        commercial_id = EXCLUDED.commercial_id, order_state = EXCLUDED.order_state,
+        order_state_reason_code = EXCLUDED.order_state_reason_code, shop_id = EXCLUDED.shop_id,
+        channel_code = EXCLUDED.channel_code, created_date = EXCLUDED.created_date,
+        last_updated_date = EXCLUDED.last_updated_date,
+        acceptance_decision_date = EXCLUDED.acceptance_decision_date,
+        customer_debited_date = EXCLUDED.customer_debited_date,
+        shipping_deadline = EXCLUDED.shipping_deadline,
+        currency_iso_code = EXCLUDED.currency_iso_code, price = EXCLUDED.price,
+        shipping_price = EXCLUDED.shipping_price, total_price = EXCLUDED.total_price,
+        total_commission = EXCLUDED.total_commission, payment_type = EXCLUDED.payment_type,
+        payment_workflow = EXCLUDED.payment_workflow, customer_id = EXCLUDED.customer_id,
+        shipping_type_code = EXCLUDED.shipping_type_code,
+        shipping_zone_code = EXCLUDED.shipping_zone_code, has_incident = EXCLUDED.has_incident,
+        fully_refunded = EXCLUDED.fully_refunded, raw = EXCLUDED.raw, run_id = EXCLUDED.run_id,
+        synced_at = EXCLUDED.synced_at
+    WHERE o.last_updated_date < EXCLUDED.last_updated_date
+       OR (o.last_updated_date = EXCLUDED.last_updated_date AND o.raw IS DISTINCT FROM EXCLUDED.raw)
+    RETURNING o.order_id
+)
+SELECT order_id FROM upserted
+"""
+
+DELETE_CHANGED_LINES = """
+DELETE FROM order_lines l USING changed c WHERE l.source = $1 AND l.order_id = c.order_id
+"""
+
+INSERT_CHANGED_LINES = """
+INSERT INTO order_lines AS l (
+    source, order_line_id, order_id, order_line_index, order_line_state, offer_id, offer_sku,
+    product_sku, product_title, category_code, quantity, price_unit, price, shipping_price,
+    total_price, commission_fee, total_commission, created_date, last_updated_date,
+    shipped_date, received_date, raw)
+SELECT $1, e->>'order_line_id', i.order_id, (e->>'order_line_index')::integer,
+    e->>'order_line_state', e->>'offer_id', e->>'offer_sku', e->>'product_sku',
+    e->>'product_title', e->>'category_code', (e->>'quantity')::integer,
+    (e->>'price_unit')::numeric, (e->>'price')::numeric, (e->>'shipping_price')::numeric,
+    (e->>'total_price')::numeric, (e->>'commission_fee')::numeric,
+    (e->>'total_commission')::numeric, (e->>'created_date')::timestamptz,
+    (e->>'last_updated_date')::timestamptz, (e->>'shipped_date')::timestamptz,
+    (e->>'received_date')::timestamptz, e
+FROM changed c
+JOIN incoming i USING (order_id)
+CROSS JOIN LATERAL jsonb_array_elements(
+    CASE WHEN jsonb_typeof(i.raw->'order_lines') = 'array' THEN i.raw->'order_lines' ELSE '[]'::jsonb END
+) AS e
+ON CONFLICT (source, order_line_id) DO UPDATE SET
+    order_id = EXCLUDED.order_id, order_line_index = EXCLUDED.order_line_index,
+    order_line_state = EXCLUDED.order_line_state, offer_id = EXCLUDED.offer_id,
+    offer_sku = EXCLUDED.offer_sku, product_sku = EXCLUDED.product_sku,
+    product_title = EXCLUDED.product_title, category_code = EXCLUDED.category_code,
+    quantity = EXCLUDED.quantity, price_unit = EXCLUDED.price_unit, price = EXCLUDED.price,
+    shipping_price = EXCLUDED.shipping_price, total_price = EXCLUDED.total_price,
+    commission_fee = EXCLUDED.commission_fee, total_commission = EXCLUDED.total_commission,
+    created_date = EXCLUDED.created_date, last_updated_date = EXCLUDED.last_updated_date,
+    shipped_date = EXCLUDED.shipped_date, received_date = EXCLUDED.received_date, raw = EXCLUDED.raw
+"""
+
+COUNT_INCOMING = "SELECT count(*) FROM incoming"
+
+# The watermark only ever moves forward.
+SET_WATERMARK = """
+INSERT INTO sync_state (source, watermark, updated_at) VALUES ($1, $2, now())
+ON CONFLICT (source) DO UPDATE SET watermark = GREATEST(sync_state.watermark, EXCLUDED.watermark),
+    updated_at = now()
+"""
+
+ADD_RUN_COUNTS = """
+UPDATE sync_runs SET exports_done = exports_done + $2, chunks = chunks + $3, orders = orders + $4,
+    orders_changed = orders_changed + $5, lines = lines + $6, bytes = bytes + $7
+WHERE run_id = $1
+"""
+
+FINISH_RUN = """
+UPDATE sync_runs SET status = $2, error = $3, finished_at = now() WHERE run_id = $1
+"""
+
+STATUS = """
+SELECT s.source, st.watermark, now() - st.watermark AS lag,
+       r.run_id, r.mode, r.status, r.orders, r.orders_changed, r.lines, r.chunks,
+       r.started_at, r.finished_at, r.error,
+       (SELECT tracking_id FROM sync_exports e WHERE e.source = s.source AND e.status = 'requested')
+           AS export_in_flight,
+       (SELECT count(*) FROM orders o WHERE o.source = s.source) AS orders_stored
+FROM unnest($1::text[]) AS s(source)
+LEFT JOIN sync_state st ON st.source = s.source
+LEFT JOIN LATERAL (
+    SELECT * FROM sync_runs r WHERE r.source = s.source ORDER BY r.run_id DESC LIMIT 1
+) r ON true
+ORDER BY s.source
+"""

@@ -1,0 +1,209 @@
+"""The run's bookkeeping and data path in PostgreSQL: lock, watermark, runs, exports, COPY, merge.
+
+Only this package catches asyncpg errors; they leave it as DatabaseError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from syncer.errors import DatabaseError, RunSkipped
+from syncer.store import queries as q
+from syncer.store.db import translate
+
+StagedRow = tuple[int, int, int, str, datetime, str]
+
+
+@dataclass(frozen=True)
+class InFlightExport:
+    tracking_id: str
+    run_id: int
+    mode: str
+    window_start: datetime
+    window_end: datetime
+    moves_watermark_to: datetime | None
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    orders_received: int
+    orders_changed: int
+    lines_written: int
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    source: str
+    watermark: datetime | None
+    lag: timedelta | None
+    run_id: int | None
+    mode: str | None
+    result: str | None
+    orders: int | None
+    orders_changed: int | None
+    lines: int | None
+    chunks: int | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    export_in_flight: str | None
+    orders_stored: int
+
+
+@asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    try:
+        yield
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        raise translate(exc) from None
+
+
+class SyncStore:
+    """All of a run's reads and writes, on one pool and one schema."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+        self._pool = pool
+        self._schema = schema
+
+    @asynccontextmanager
+    async def source_lock(self, source: str) -> AsyncIterator[None]:
+        """Hold the source's advisory lock (any replica, any process); RunSkipped if taken.
+
+        The lock is tied to a session, so a crashed worker releases it.
+        """
+        async with _translated():
+            conn = await self._pool.acquire()
+        try:
+            async with _translated():
+                got = await conn.fetchval(q.LOCK_SOURCE, source)
+            if not got:
+                raise RunSkipped(f"source {source}: another run holds the lock; skipped")
+            try:
+                yield
+            finally:
+                # On failure the session ends below and takes the lock with it.
+                with suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    await conn.fetchval(q.UNLOCK_SOURCE, source)
+        finally:
+            await self._pool.release(conn)
+
+    async def watermark(self, source: str) -> datetime | None:
+        async with _translated():
+            value: datetime | None = await self._pool.fetchval(q.GET_WATERMARK, source)
+            return value
+
+    async def in_flight_export(self, source: str) -> InFlightExport | None:
+        async with _translated():
+            row = await self._pool.fetchrow(q.IN_FLIGHT_EXPORT, source)
+        return InFlightExport(**dict(row)) if row else None
+
+    async def begin_run(
+        self, source: str, mode: str, window_start: datetime, window_end: datetime, exports: int
+    ) -> int:
+        async with _translated(), self._pool.acquire() as conn:
+            await conn.execute(q.CLEAR_STAGING_OF_SOURCE, source)
+            run_id: int = await conn.fetchval(
+                q.BEGIN_RUN, source, mode, window_start, window_end, exports
+            )
+            return run_id
+
+    async def record_export(
+        self,
+        *,
+        tracking_id: str,
+        source: str,
+        run_id: int,
+        mode: str,
+        window_start: datetime,
+        window_end: datetime,
+        moves_watermark_to: datetime | None,
+    ) -> None:
+        """Store a tracking id the moment OR13 returns it, before any polling."""
+        async with _translated(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                q.RECORD_EXPORT,
+                tracking_id,
+                source,
+                run_id,
+                mode,
+                window_start,
+                window_end,
+                moves_watermark_to,
+            )
+            await conn.execute(q.RUN_TRACKING, run_id, tracking_id)
+
+    async def adopt_export(self, tracking_id: str, run_id: int) -> None:
+        """Make a run the owner of an export a previous run left in flight."""
+        async with _translated(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(q.ADOPT_EXPORT, tracking_id, run_id)
+            await conn.execute(q.RUN_TRACKING, run_id, tracking_id)
+
+    async def close_export(self, tracking_id: str, status: str, error: str | None) -> None:
+        async with _translated():
+            await self._pool.execute(q.CLOSE_EXPORT, tracking_id, status, error)
+
+    async def clear_staging(self, run_id: int) -> None:
+        async with _translated():
+            await self._pool.execute(q.CLEAR_STAGING_OF_RUN, run_id)
+
+    async def stage_rows(self, rows: AsyncIterable[StagedRow] | Sequence[StagedRow]) -> None:
+        """COPY rows into staging. If `rows` raises, nothing of it stays staged."""
+        async with _translated(), self._pool.acquire() as conn:
+            await conn.copy_records_to_table(
+                "staged_orders",
+                records=rows,
+                columns=q.STAGED_COLUMNS,
+                schema_name=self._schema,
+            )
+
+    async def merge_export(
+        self,
+        *,
+        run_id: int,
+        source: str,
+        tracking_id: str,
+        chunks: int,
+        bytes_read: int,
+        watermark_to: datetime | None,
+    ) -> MergeResult:
+        """One transaction: staged orders -> orders/order_lines, export closed, watermark moved."""
+        async with _translated(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(q.CREATE_INCOMING, run_id)
+            received: int = await conn.fetchval(q.COUNT_INCOMING)
+            await conn.execute(q.UPSERT_ORDERS, run_id, source)
+            changed: int = await conn.fetchval("SELECT count(*) FROM changed")
+            await conn.execute(q.DELETE_CHANGED_LINES, source)
+            status = await conn.execute(q.INSERT_CHANGED_LINES, source)
+            lines = int(status.rsplit(" ", 1)[-1])
+            await conn.execute(q.CLEAR_STAGING_OF_RUN, run_id)
+            await conn.execute(q.CLOSE_EXPORT, tracking_id, "merged", None)
+            await conn.execute(
+                q.ADD_RUN_COUNTS, run_id, 1, chunks, received, changed, lines, bytes_read
+            )
+            if watermark_to is not None:
+                await conn.execute(q.SET_WATERMARK, source, watermark_to)
+        return MergeResult(received, changed, lines)
+
+    async def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
+        async with _translated():
+            await self._pool.execute(q.FINISH_RUN, run_id, status, error)
+
+    async def status(self, sources: Sequence[str]) -> list[SourceStatus]:
+        async with _translated():
+            rows = await self._pool.fetch(q.STATUS, list(sources))
+        return [SourceStatus(**_status_fields(row)) for row in rows]
+
+
+def _status_fields(row: Any) -> dict[str, Any]:
+    fields = dict(row)
+    fields["result"] = fields.pop("status")
+    return fields
+
+
+__all__ = ["DatabaseError", "InFlightExport", "MergeResult", "SourceStatus", "SyncStore"]
