@@ -74,6 +74,10 @@ class ExportFailed(SyncerError):
         self.tracking_id = tracking_id
 
 
+class ExportTimeout(ExportFailed):
+    """Raised when an export is still not COMPLETED at the deadline; it stays resumable."""
+
+
 class ChunkInvalid(SyncerError):
     """Raised when a chunk file is not `{"orders": [...]}` of valid orders."""
 

@@ -24,6 +24,7 @@ from syncer.errors import (
     ConfigError,
     ExportFailed,
     ExportNotFound,
+    ExportTimeout,
     StreamBroken,
 )
 from syncer.log import get_logger, log_context
@@ -267,6 +268,8 @@ class SyncRun:
                 await self._load_chunk(
                     summary.run_id, index, url, counter, f"{index + 1}/{len(urls)}"
                 )
+        except ExportTimeout:
+            raise  # still running on Mirakl's side: the next run resumes it
         except (ExportFailed, ChunkInvalid) as exc:
             await self.store.close_export(tracking_id, "failed", _one_line(exc))
             raise
@@ -347,7 +350,7 @@ class SyncRun:
                 warned.add(status.status)
                 get_logger().warning("export_status_unknown", status=status.status)
             if time.monotonic() >= deadline:
-                raise ExportFailed(
+                raise ExportTimeout(
                     f"export {tracking_id} still {status.status} after "
                     f"{self.export.poll_timeout_minutes:g} min (export.poll_timeout_minutes); "
                     "the next run resumes it",

@@ -42,6 +42,17 @@ class SimulatorConfig:
 
 
 @dataclass
+class Fault:
+    """A scripted misbehaviour: the next `times` calls to `endpoint` answer it instead."""
+
+    endpoint: str  # "OR13", "OR14" or "OR15"
+    status: int | None = None  # answer this HTTP status instead of the real answer
+    retry_after: float | None = None  # with 429
+    export_status: str | None = None  # OR14: report this status (FAILED, CANCELED, ...)
+    times: int = 1
+
+
+@dataclass
 class SimExport:
     tracking_id: str
     chunks: list[list[bytes]]
@@ -60,6 +71,10 @@ class SimulatorState:
         self.exports: dict[str, SimExport] = {}
         self.calls: Counter[str] = Counter()
         self.clock_offset = timedelta()
+        self.faults: list[Fault] = []
+        # Extra (e.g. older) order versions appended to every export: the same order
+        # twice in one export, an older version after a newer one.
+        self.replayed_versions: list[dict[str, Any]] = []
         self._next_number = 1
         self._last_or13: datetime | None = None
 
@@ -96,6 +111,19 @@ class SimulatorState:
         self.orders[order["order_id"]] = order
         return str(order["order_id"])
 
+    def inject(self, endpoint: str, **kwargs: Any) -> Fault:
+        """Script a fault (see Fault) for the next calls to `endpoint`."""
+        fault = Fault(endpoint, **kwargs)
+        self.faults.append(fault)
+        return fault
+
+    def take_fault(self, endpoint: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.endpoint == endpoint and fault.times > 0:
+                fault.times -= 1
+                return fault
+        return None
+
     def running_export(self) -> SimExport | None:
         return next((e for e in self.exports.values() if e.status == "PENDING"), None)
 
@@ -128,12 +156,22 @@ def build_app(state: SimulatorState) -> web.Application:
     """The aiohttp application serving OR13/OR14/OR15 and the `/_sim/` controls."""
     config = state.config
 
+    def faulty(endpoint: str) -> web.Response | Fault | None:
+        fault = state.take_fault(endpoint)
+        if fault is None or fault.status is None:
+            return fault
+        headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
+        return _error(fault.status, f"simulated fault {fault.status}", headers)
+
     def authorised(request: web.Request) -> bool:
         expected = f"Bearer {config.api_key}" if config.auth == "bearer" else config.api_key
         return secrets.compare_digest(request.headers.get("Authorization", ""), expected)
 
     async def or13(request: web.Request) -> web.StreamResponse:
         state.calls["OR13"] += 1
+        fault = faulty("OR13")
+        if isinstance(fault, web.Response):
+            return fault
         if not authorised(request):
             return _error(401, "Unauthorized")
         try:
@@ -160,6 +198,7 @@ def build_app(state: SimulatorState) -> web.Application:
                 return _error(429, "Too many requests", {"Retry-After": str(int(wait) + 1)})
         state._last_or13 = now
         selected = _select(state.orders.values(), created, updated, config.update_delta_seconds)
+        selected += [orjson.dumps(version) for version in state.replayed_versions]
         cap = min(items, config.max_items_per_chunk or items)
         export = SimExport(str(uuid.uuid4()), _chunk(selected, cap, megabytes * 1024 * 1024))
         state.exports[export.tracking_id] = export
@@ -167,6 +206,9 @@ def build_app(state: SimulatorState) -> web.Application:
 
     async def or14(request: web.Request) -> web.StreamResponse:
         state.calls["OR14"] += 1
+        fault = faulty("OR14")
+        if isinstance(fault, web.Response):
+            return fault
         if not authorised(request):
             return _error(401, "Unauthorized")
         export = state.exports.get(request.match_info["tracking_id"])
@@ -176,6 +218,8 @@ def build_app(state: SimulatorState) -> web.Application:
         if export.status == "PENDING" and export.polls > config.pending_polls:
             export.status = "COMPLETED"
             export.tokens = [secrets.token_hex(8) for _ in export.chunks]
+        if fault is not None and fault.export_status is not None:
+            export.status = fault.export_status
         answer: dict[str, Any] = {"status": export.status, "last_updated": iso(state.now())}
         if export.status == "COMPLETED":
             base = f"{request.scheme}://{request.host}"
@@ -187,6 +231,9 @@ def build_app(state: SimulatorState) -> web.Application:
 
     async def or15(request: web.Request) -> web.StreamResponse:
         state.calls["OR15"] += 1
+        fault = faulty("OR15")
+        if isinstance(fault, web.Response):
+            return fault
         if not authorised(request):
             return _error(401, "Unauthorized")
         export = state.exports.get(request.match_info["tracking_id"])

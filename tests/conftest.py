@@ -1,0 +1,131 @@
+"""Real PostgreSQL (SYNCER_TEST_DSN, else an embedded one) and the simulator over loopback."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from syncer.config import Config, DatabaseConfig, ExportConfig, HttpConfig, Secret, SourceConfig
+from syncer.dates import utc_now
+from syncer.simulator import SimulatorConfig, SimulatorState, serve
+from syncer.store.migrate import migrate
+from syncer.store.sync_store import SyncStore
+
+TEST_DSN = os.environ.get("SYNCER_TEST_DSN")
+for _name in [n for n in os.environ if n.startswith("SYNCER_")]:
+    del os.environ[_name]  # tests never inherit the developer's config
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SYNCER_TEST_DSN when set (CI: the local server), else an embedded PostgreSQL."""
+    if TEST_DSN:
+        yield TEST_DSN
+        return
+    import pgserver
+
+    server = pgserver.get_server(str(tmp_path_factory.mktemp("pgdata")), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture
+async def schema(pg_dsn: str) -> AsyncIterator[str]:
+    """A fresh, migrated schema for this test alone; dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await migrate(conn, name)
+        yield name
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+        await conn.close()
+
+
+@pytest.fixture
+async def pool(pg_dsn: str, schema: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(
+        pg_dsn, min_size=1, max_size=4, server_settings={"search_path": schema}
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def store(pool: asyncpg.Pool, schema: str) -> SyncStore:
+    return SyncStore(pool, schema)
+
+
+@pytest.fixture
+def sim_state() -> SimulatorState:
+    return SimulatorState(SimulatorConfig(pending_polls=1, seed=11))
+
+
+@pytest.fixture
+async def sim_url(sim_state: SimulatorState) -> AsyncIterator[str]:
+    async with serve(sim_state) as url:
+        yield url
+
+
+@pytest.fixture
+def make_config(
+    pg_dsn: str, schema: str, sim_url: str, sim_state: SimulatorState
+) -> Callable[..., Config]:
+    """A Config for the test database and simulator; keywords override source fields."""
+
+    def build(**source_fields: Any) -> Config:
+        source = SourceConfig(
+            name="shop",
+            base_url=sim_url,
+            api_key=Secret(sim_state.config.api_key),
+            start_date=utc_now() - timedelta(days=60),
+            overlap_minutes=5,
+        )
+        return Config(
+            database=DatabaseConfig(dsn=pg_dsn, schema=schema),
+            export=ExportConfig(poll_interval_seconds=0.02, poll_timeout_minutes=1),
+            http=HttpConfig(
+                timeout_seconds=10, max_attempts=4, backoff_base_seconds=0.01, backoff_max_seconds=0.05
+            ),
+            sources=(replace(source, **source_fields),),
+        )
+
+    return build
+
+
+def write_config(path: Path, *, dsn: str, schema: str, base_url: str, api_key: str, extra: str = "") -> Path:
+    """A TOML config file as a person would write it."""
+    path.write_text(
+        f"""
+[database]
+dsn = "{dsn}"
+schema = "{schema}"
+
+[export]
+poll_interval_seconds = 0.05
+poll_timeout_minutes = 1
+
+[http]
+max_attempts = 3
+backoff_base_seconds = 0.01
+backoff_max_seconds = 0.05
+
+[[sources]]
+name = "shop"
+base_url = "{base_url}"
+api_key = "{api_key}"
+start_date = 2024-01-01
+{extra}
+"""
+    )
+    return path
