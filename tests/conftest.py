@@ -95,7 +95,10 @@ def make_config(
             database=DatabaseConfig(dsn=pg_dsn, schema=schema),
             export=ExportConfig(poll_interval_seconds=0.02, poll_timeout_minutes=1),
             http=HttpConfig(
-                timeout_seconds=10, max_attempts=4, backoff_base_seconds=0.01, backoff_max_seconds=0.05
+                timeout_seconds=10,
+                max_attempts=4,
+                backoff_base_seconds=0.01,
+                backoff_max_seconds=0.05,
             ),
             sources=(replace(source, **source_fields),),
         )
@@ -103,7 +106,9 @@ def make_config(
     return build
 
 
-def write_config(path: Path, *, dsn: str, schema: str, base_url: str, api_key: str, extra: str = "") -> Path:
+def write_config(
+    path: Path, *, dsn: str, schema: str, base_url: str, api_key: str, extra: str = ""
+) -> Path:
     """A TOML config file as a person would write it."""
     path.write_text(
         f"""

@@ -21,7 +21,10 @@ from tests.truth import assert_matches_truth
 
 
 async def test_full_resync_then_differentials_equal_the_truth(
-    make_config: Callable[..., Config], store: SyncStore, pool: asyncpg.Pool, sim_state: SimulatorState
+    make_config: Callable[..., Config],
+    store: SyncStore,
+    pool: asyncpg.Pool,
+    sim_state: SimulatorState,
 ) -> None:
     """A full resync then differential runs with changes in between leave the database equal to Mirakl."""
     sim_state.seed_orders(600, days=780)
@@ -45,7 +48,10 @@ async def test_full_resync_then_differentials_equal_the_truth(
 
 
 async def test_repeat_runs_are_idempotent(
-    make_config: Callable[..., Config], store: SyncStore, pool: asyncpg.Pool, sim_state: SimulatorState
+    make_config: Callable[..., Config],
+    store: SyncStore,
+    pool: asyncpg.Pool,
+    sim_state: SimulatorState,
 ) -> None:
     """Running again with nothing new changes no row (overlap windows repeat orders harmlessly)."""
     sim_state.seed_orders(100, days=30)
@@ -65,7 +71,10 @@ async def test_repeat_runs_are_idempotent(
 
 
 async def test_older_version_never_overwrites_newer(
-    make_config: Callable[..., Config], store: SyncStore, pool: asyncpg.Pool, sim_state: SimulatorState
+    make_config: Callable[..., Config],
+    store: SyncStore,
+    pool: asyncpg.Pool,
+    sim_state: SimulatorState,
 ) -> None:
     """An export holding an order twice, the older version last, keeps the newer one."""
     ids = sim_state.seed_orders(20, days=10)
@@ -87,7 +96,10 @@ async def test_older_version_never_overwrites_newer(
 
 
 async def test_multi_chunk_export_loads_every_chunk(
-    make_config: Callable[..., Config], store: SyncStore, pool: asyncpg.Pool, sim_state: SimulatorState
+    make_config: Callable[..., Config],
+    store: SyncStore,
+    pool: asyncpg.Pool,
+    sim_state: SimulatorState,
 ) -> None:
     """An export cut into many chunk files loads all of them."""
     sim_state.config.max_items_per_chunk = 37
@@ -100,7 +112,10 @@ async def test_multi_chunk_export_loads_every_chunk(
 
 
 async def test_429_with_retry_after_then_success(
-    make_config: Callable[..., Config], store: SyncStore, pool: asyncpg.Pool, sim_state: SimulatorState
+    make_config: Callable[..., Config],
+    store: SyncStore,
+    pool: asyncpg.Pool,
+    sim_state: SimulatorState,
 ) -> None:
     """429 on OR13, OR14 and OR15 is waited out (Retry-After) and the run succeeds."""
     sim_state.seed_orders(50, days=30)
@@ -114,7 +129,10 @@ async def test_429_with_retry_after_then_success(
 
 
 async def test_5xx_exhausting_retries_fails_and_export_is_resumed(
-    make_config: Callable[..., Config], store: SyncStore, pool: asyncpg.Pool, sim_state: SimulatorState
+    make_config: Callable[..., Config],
+    store: SyncStore,
+    pool: asyncpg.Pool,
+    sim_state: SimulatorState,
 ) -> None:
     """OR14 failing past max_attempts fails the run; the next run resumes the same export."""
     sim_state.seed_orders(50, days=30)
@@ -216,7 +234,10 @@ async def test_first_differential_without_watermark_needs_a_start(
 
 
 async def test_differential_window_starts_overlap_before_watermark(
-    make_config: Callable[..., Config], store: SyncStore, pool: asyncpg.Pool, sim_state: SimulatorState
+    make_config: Callable[..., Config],
+    store: SyncStore,
+    pool: asyncpg.Pool,
+    sim_state: SimulatorState,
 ) -> None:
     """The window is [watermark - overlap, now], and the watermark moves to its end."""
     sim_state.seed_orders(5, days=5)
@@ -232,6 +253,8 @@ async def test_differential_window_starts_overlap_before_watermark(
     order["last_updated_date"] = iso(diff.window.end - timedelta(minutes=3))
     order["order_state"] = "CLOSED"
     await run_source(config, store, config.sources[0], "differential")
-    row = await pool.fetchrow("SELECT order_state, last_updated_date FROM orders WHERE order_id = $1", order["order_id"])
+    row = await pool.fetchrow(
+        "SELECT order_state, last_updated_date FROM orders WHERE order_id = $1", order["order_id"]
+    )
     assert row["order_state"] == "CLOSED"
     assert row["last_updated_date"] == parse_instant(order["last_updated_date"])

@@ -16,9 +16,13 @@ def dec(value: Any) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
 
-async def assert_matches_truth(pool: asyncpg.Pool, state: SimulatorState, source: str = "shop") -> None:
+async def assert_matches_truth(
+    pool: asyncpg.Pool, state: SimulatorState, source: str = "shop"
+) -> None:
     """Every order at its latest version, exact decimals, exactly its lines, raw intact."""
-    orders = {r["order_id"]: r for r in await pool.fetch("SELECT * FROM orders WHERE source = $1", source)}
+    orders = {
+        r["order_id"]: r for r in await pool.fetch("SELECT * FROM orders WHERE source = $1", source)
+    }
     assert set(orders) == set(state.orders), (
         f"missing {sorted(set(state.orders) - set(orders))[:5]}, "
         f"extra {sorted(set(orders) - set(state.orders))[:5]}"

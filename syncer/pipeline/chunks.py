@@ -20,6 +20,7 @@ from syncer.dates import parse_instant
 
 # Possessive: runs of non-brace, non-quote bytes and whole strings; stops at { } or a cut-off string.
 _SKIP = re.compile(rb'(?:[^{}"]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
+_SKIP_ARRAY = re.compile(rb'(?:[^\[\]"]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
 _WS = re.compile(rb"[ \t\r\n]*")
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
 _SCALAR = re.compile(rb"[^,}\s]+")
@@ -70,6 +71,7 @@ class OrderSplitter:
         self.orders_seen = 0
         self._saw_orders = False
         self._key = b""
+        self._skip, self._open, self._close = _SKIP, 0x7B, 0x7D
 
     def feed(self, data: bytes) -> list[bytes]:
         if self._pos:
@@ -153,7 +155,7 @@ class OrderSplitter:
                     self._saw_orders = True
                     self._pos += 1
                     self._state = "orders"
-                elif byte == b"{":
+                elif byte in (b"{", b"["):
                     self._begin_object("skip")
                 else:
                     end = self._scalar_end()
@@ -191,6 +193,11 @@ class OrderSplitter:
                 self._begin_object("object")
 
     def _begin_object(self, state: str) -> None:
+        """Scan an object (or, when skipping, an object or array) starting at the cursor."""
+        is_array = self._buf[self._pos] == 0x5B
+        self._skip, self._open, self._close = (
+            (_SKIP_ARRAY, 0x5B, 0x5D) if is_array else (_SKIP, 0x7B, 0x7D)
+        )
         self._obj_start = self._pos
         self._scan = self._pos
         self._depth = 0
@@ -200,16 +207,17 @@ class OrderSplitter:
         """Advance to the end of the current object; False if more bytes are needed."""
         buf, end = self._buf, len(self._buf)
         pos, depth = self._scan, self._depth
+        skip, opening, closing = self._skip, self._open, self._close
         while True:
-            match = _SKIP.match(buf, pos)
+            match = skip.match(buf, pos)
             assert match is not None
             pos = match.end()
             if pos >= end:
                 break
             byte = buf[pos]
-            if byte == 0x7B:  # {
+            if byte == opening:
                 depth += 1
-            elif byte == 0x7D:  # }
+            elif byte == closing:
                 depth -= 1
                 if depth == 0:
                     self._pos = pos + 1
@@ -225,8 +233,6 @@ class OrderSplitter:
         if buf[self._pos : self._pos + 1] == b'"':
             match = _STRING.match(buf, self._pos)
             return match.end() if match else None
-        if buf[self._pos : self._pos + 1] == b"[":
-            raise ChunkFormatError("unsupported top-level array besides orders")
         match = _SCALAR.match(buf, self._pos)
         if match is None or match.end() == len(buf):
             return None

@@ -160,7 +160,9 @@ def build_app(state: SimulatorState) -> web.Application:
         fault = state.take_fault(endpoint)
         if fault is None or fault.status is None:
             return fault
-        headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
+        headers = (
+            {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
+        )
         return _error(fault.status, f"simulated fault {fault.status}", headers)
 
     def authorised(request: web.Request) -> bool:

@@ -19,6 +19,13 @@ SELECT tracking_id, run_id, mode, window_start, window_end, moves_watermark_to
 FROM sync_exports WHERE source = $1 AND status = 'requested'
 """
 
+# Under the source's lock no other run is alive: a 'running' row is one whose process died.
+CLOSE_DEAD_RUNS = """
+UPDATE sync_runs SET status = 'interrupted', finished_at = now(),
+    error = 'the worker stopped before the run finished (crash or kill)'
+WHERE source = $1 AND status = 'running'
+"""
+
 BEGIN_RUN = """
 INSERT INTO sync_runs (source, mode, window_start, window_end, exports_total)
 VALUES ($1, $2, $3, $4, $5) RETURNING run_id

@@ -1,0 +1,132 @@
+"""The streaming chunk parser: any split of the bytes gives the same orders; bad files are named."""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from syncer.pipeline.chunks import ChunkFormatError, OrderSplitter, parse_order, split_orders
+from syncer.simulator.orders import make_order
+
+
+def pieces(data: bytes, rng: random.Random, largest: int = 50) -> Iterator[bytes]:
+    position = 0
+    while position < len(data):
+        size = rng.randint(1, largest)
+        yield data[position : position + size]
+        position += size
+
+
+def sample_orders(count: int) -> list[dict[str, object]]:
+    rng = random.Random(3)
+    orders = [make_order(rng, n, datetime(2026, 1, 1, tzinfo=UTC)) for n in range(count)]
+    orders[0]["customer"]["lastname"] = 'Tricky "{quoted}" \\ name ]},'  # type: ignore[index]
+    orders[1]["note"] = "brace } inside { a string"
+    return orders
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_any_split_of_a_chunk_yields_the_same_orders(seed: int) -> None:
+    """Cutting the bytes at random points never changes what the splitter finds."""
+    orders = sample_orders(30)
+    document = orjson.dumps({"orders": orders}, option=orjson.OPT_INDENT_2 if seed % 2 else 0)
+    found = list(split_orders(pieces(document, random.Random(seed))))
+    assert [orjson.loads(item) for item in found] == orders
+
+
+def test_other_top_level_keys_are_skipped() -> None:
+    """Keys besides "orders" (before or after it) are allowed and ignored."""
+    document = b'{"total": 2, "meta": {"a": [1, {"b": "}"}]}, "orders": [{"order_id": "x"}, {"order_id": "y"}], "z": "w"}'
+    assert [orjson.loads(o)["order_id"] for o in split_orders(iter([document]))] == ["x", "y"]
+
+
+def test_raw_keeps_the_exact_digits() -> None:
+    """The raw text handed to PostgreSQL is the bytes Mirakl sent, digits included."""
+    data = (
+        b'{"order_id":"A","last_updated_date":"2026-01-01T00:00:00Z","price":12345678901234567.891}'
+    )
+    assert "12345678901234567.891" in parse_order(data, 0).raw
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        (b"", "empty"),
+        (b'[{"order_id": "a"}]', "not a JSON object"),
+        (b'{"orders": {"order_id": "a"}}', '"orders" is not an array'),
+        (b'{"orders": [{"order_id": "a"}, {"order_id": "b"', "truncated"),
+        (b'{"orders": [1, 2]}', "not an object"),
+        (b'{"data": []}', 'no "orders" array'),
+        (b'{"orders": []} trailing', "after the end"),
+    ],
+)
+def test_malformed_chunks_are_refused_with_a_reason(document: bytes, reason: str) -> None:
+    """Each malformed shape raises ChunkFormatError that says what is wrong."""
+    with pytest.raises(ChunkFormatError, match=reason):
+        list(split_orders(iter([document])))
+
+
+@pytest.mark.parametrize(
+    ("order", "reason"),
+    [
+        (b'{"last_updated_date": "2026-01-01T00:00:00Z"}', "no order_id"),
+        (b'{"order_id": "A"}', "no last_updated_date"),
+        (b'{"order_id": "A", "last_updated_date": "yesterday"}', "not an ISO-8601 date"),
+        (
+            b'{"order_id": "A", "last_updated_date": "2026-01-01T00:00:00Z", "price": "abc"}',
+            "price 'abc' is not a number",
+        ),
+        (
+            b'{"order_id": "A", "last_updated_date": "2026-01-01T00:00:00Z", "order_lines": [{"x": 1}]}',
+            "no order_line_id",
+        ),
+        (b'{"order_id": "A", "last_updated_date": "2026-01-01Z", "x": }', "malformed JSON"),
+    ],
+)
+def test_invalid_orders_are_named_with_their_position(order: bytes, reason: str) -> None:
+    """parse_order says which field is wrong and keeps the position."""
+    with pytest.raises(ChunkFormatError, match=reason) as caught:
+        parse_order(order, 7)
+    assert caught.value.position == 7
+
+
+def test_mirakl_dates_with_and_without_milliseconds_parse() -> None:
+    """`...Z` and `....123Z` and offsets are all read as UTC instants."""
+    for text, expected in [
+        ("2026-03-01T10:00:00Z", datetime(2026, 3, 1, 10, tzinfo=UTC)),
+        ("2026-03-01T10:00:00.120Z", datetime(2026, 3, 1, 10, 0, 0, 120000, tzinfo=UTC)),
+        ("2026-03-01T12:00:00+02:00", datetime(2026, 3, 1, 10, tzinfo=UTC)),
+    ]:
+        data = orjson.dumps({"order_id": "A", "last_updated_date": text})
+        assert parse_order(data, 0).last_updated_date == expected
+
+
+def test_streaming_a_large_chunk_keeps_memory_bounded() -> None:
+    """A ~40 MB chunk fed in 256 KB reads is parsed with a peak of a few reads, not the chunk."""
+    order = orjson.dumps(sample_orders(2)[0])
+    read = 256 * 1024
+    block = b"," + b",".join([order] * 100)  # built before measuring: the "network"
+    repeats = 40_000_000 // len(block)
+
+    def stream() -> Iterator[bytes]:
+        yield b'{"orders":[' + order
+        for _ in range(repeats):
+            for start in range(0, len(block), read):
+                yield block[start : start + read]
+        yield b"]}"
+
+    splitter = OrderSplitter()
+    tracemalloc.start()
+    seen = 0
+    for piece in stream():
+        seen += len(splitter.feed(piece))
+    splitter.close()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert seen == 1 + repeats * 100
+    assert peak < 2 * 1024 * 1024, f"peak {peak} bytes for a {repeats * len(block)} byte chunk"
