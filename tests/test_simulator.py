@@ -1,0 +1,195 @@
+"""The simulator keeps Mirakl's rules, checked over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import aiohttp
+import orjson
+import pytest
+
+from syncer.simulator import SimulatorConfig, SimulatorState, serve
+from syncer.simulator.orders import iso
+
+KEY = "sim-secret-key"
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(headers={"Authorization": KEY}) as session:
+        yield session
+
+
+async def or13(
+    http: aiohttp.ClientSession, url: str, **body: object
+) -> tuple[int, dict[str, object]]:
+    async with http.post(f"{url}/api/orders/async-export", data=orjson.dumps(body)) as resp:
+        return resp.status, await resp.json()
+
+
+async def completed_urls(http: aiohttp.ClientSession, url: str, tracking_id: str) -> list[str]:
+    for _ in range(10):
+        async with http.get(f"{url}/api/orders/async-export/status/{tracking_id}") as resp:
+            answer = await resp.json()
+        if answer["status"] == "COMPLETED":
+            return list(answer.get("urls", []))
+        assert answer["status"] == "PENDING"
+    raise AssertionError("never completed")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "At least one date range"),
+        ({"start_update_date": "2026-01-01T00:00:00Z"}, "must be given together"),
+        (
+            {
+                "start_update_date": "2024-01-01T00:00:00Z",
+                "end_update_date": "2025-01-01T00:00:01Z",
+            },
+            "exceed one year",
+        ),
+        ({"start_date": "2026-02-01T00:00:00Z", "end_date": "2026-01-01T00:00:00Z"}, "before"),
+        (
+            {
+                "start_date": "2026-01-01T00:00:00Z",
+                "end_date": "2026-02-01T00:00:00Z",
+                "items_per_chunk": 9999,
+            },
+            "items_per_chunk",
+        ),
+        (
+            {
+                "start_date": "2026-01-01T00:00:00Z",
+                "end_date": "2026-02-01T00:00:00Z",
+                "megabytes_per_chunk": 2048,
+            },
+            "megabytes_per_chunk",
+        ),
+        ({"start_date": "yesterday", "end_date": "2026-02-01T00:00:00Z"}, "not a valid date-time"),
+    ],
+)
+async def test_or13_refuses_bad_parameters_with_400(
+    http: aiohttp.ClientSession, sim_url: str, body: dict[str, object], message: str
+) -> None:
+    """Missing or unpaired ranges, ranges over a year, chunk sizes out of range: 400 with a reason."""
+    status, answer = await or13(http, sim_url, **body)
+    assert status == 400
+    assert message in str(answer["message"])
+
+
+async def test_auth_is_required_on_every_endpoint(sim_url: str, sim_state: SimulatorState) -> None:
+    """Without the key, OR13, OR14 and OR15 answer 401."""
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.post(f"{sim_url}/api/orders/async-export", data=b"{}") as resp:
+            assert resp.status == 401
+        async with anonymous.get(f"{sim_url}/api/orders/async-export/status/x") as resp:
+            assert resp.status == 401
+        async with anonymous.get(f"{sim_url}/exports/x/chunk-0.json") as resp:
+            assert resp.status == 401
+
+
+async def test_bearer_mode_wants_the_scheme_word() -> None:
+    """An operator-style simulator accepts `Bearer <key>` and refuses the raw key."""
+    state = SimulatorState(SimulatorConfig(auth="bearer"))
+    async with serve(state) as url, aiohttp.ClientSession() as session:
+        body = orjson.dumps(
+            {"start_date": "2026-01-01T00:00:00Z", "end_date": "2026-01-02T00:00:00Z"}
+        )
+        async with session.post(
+            f"{url}/api/orders/async-export", data=body, headers={"Authorization": KEY}
+        ) as resp:
+            assert resp.status == 401
+        async with session.post(
+            f"{url}/api/orders/async-export", data=body, headers={"Authorization": f"Bearer {KEY}"}
+        ) as resp:
+            assert resp.status == 200
+
+
+async def test_one_export_at_a_time_then_pending_then_chunks(
+    http: aiohttp.ClientSession, sim_url: str, sim_state: SimulatorState
+) -> None:
+    """A second OR13 while one is PENDING is refused; once COMPLETED the chunks hold the orders."""
+    sim_state.config.pending_polls = 2
+    sim_state.config.max_items_per_chunk = 4
+    sim_state.seed_orders(10, days=3)
+    window = {
+        "start_update_date": iso(sim_state.now() - timedelta(days=4)),
+        "end_update_date": iso(sim_state.now()),
+    }
+    status, answer = await or13(http, sim_url, **window)
+    assert status == 200
+    tracking_id = str(answer["tracking_id"])
+    status, answer = await or13(http, sim_url, **window)
+    assert status == 409 and "already in progress" in str(answer["message"])
+    urls = await completed_urls(http, sim_url, tracking_id)
+    assert len(urls) == 3
+    found = []
+    for url in urls:
+        async with http.get(url) as resp:
+            found += [o["order_id"] for o in orjson.loads(await resp.read())["orders"]]
+    assert sorted(found) == sorted(sim_state.orders)
+    async with http.get(urls[0].split("?")[0] + "?token=forged") as resp:
+        assert resp.status == 404
+
+
+async def test_update_filter_subtracts_the_small_delta(
+    http: aiohttp.ClientSession, sim_url: str, sim_state: SimulatorState
+) -> None:
+    """An order updated just before start_update_date (within the delta) is exported too."""
+    sim_state.config.pending_polls = 0
+    sim_state.config.update_delta_seconds = 5
+    [order_id] = sim_state.create_orders(1)
+    stamp = sim_state.now()
+    sim_state.orders[order_id]["last_updated_date"] = iso(stamp - timedelta(seconds=3))
+    status, answer = await or13(
+        http,
+        sim_url,
+        start_update_date=iso(stamp),
+        end_update_date=iso(stamp + timedelta(seconds=1)),
+    )
+    assert status == 200
+    urls = await completed_urls(http, sim_url, str(answer["tracking_id"]))
+    async with http.get(urls[0]) as resp:
+        assert [o["order_id"] for o in (await resp.json())["orders"]] == [order_id]
+    sim_state.orders[order_id]["last_updated_date"] = iso(stamp - timedelta(seconds=30))
+    status, answer = await or13(
+        http,
+        sim_url,
+        start_update_date=iso(stamp),
+        end_update_date=iso(stamp + timedelta(seconds=1)),
+    )
+    assert await completed_urls(http, sim_url, str(answer["tracking_id"])) == [], (
+        "empty export: no URL"
+    )
+
+
+async def test_control_endpoints_change_orders_and_time(
+    http: aiohttp.ClientSession, sim_url: str, sim_state: SimulatorState
+) -> None:
+    """`/_sim/mutate` creates and updates orders; `/_sim/advance` moves the clock."""
+    sim_state.seed_orders(5)
+    before = sim_state.now()
+    async with http.post(
+        f"{sim_url}/_sim/mutate", data=orjson.dumps({"update": 2, "create": 3})
+    ) as resp:
+        answer = await resp.json()
+    assert len(answer["updated"]) == 2 and len(answer["created"]) == 3
+    assert len(sim_state.orders) == 8
+    async with http.post(f"{sim_url}/_sim/advance", data=orjson.dumps({"seconds": 3600})) as resp:
+        assert resp.status == 200
+    assert sim_state.now() - before >= timedelta(hours=1)
+
+
+def test_simulator_imports_nothing_from_the_rest_of_syncer() -> None:
+    """The simulator stands where Mirakl stands: no import of syncer outside syncer.simulator."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "syncer" / "simulator"
+    for path in root.glob("*.py"):
+        for line in path.read_text().splitlines():
+            match = re.match(r"\s*(?:from|import)\s+(syncer[.\w]*)", line)
+            if match:
+                assert match.group(1).startswith("syncer.simulator"), f"{path.name}: {line}"
