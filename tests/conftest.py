@@ -83,7 +83,9 @@ def make_config(
 ) -> Callable[..., Config]:
     """A Config for the test database and simulator; keywords override source fields."""
 
-    def build(**source_fields: Any) -> Config:
+    def build(
+        *, http: HttpConfig | None = None, export: ExportConfig | None = None, **source_fields: Any
+    ) -> Config:
         source = SourceConfig(
             name="shop",
             base_url=sim_url,
@@ -93,8 +95,9 @@ def make_config(
         )
         return Config(
             database=DatabaseConfig(dsn=pg_dsn, schema=schema),
-            export=ExportConfig(poll_interval_seconds=0.02, poll_timeout_minutes=1),
-            http=HttpConfig(
+            export=export or ExportConfig(poll_interval_seconds=0.02, poll_timeout_minutes=1),
+            http=http
+            or HttpConfig(
                 timeout_seconds=10,
                 max_attempts=4,
                 backoff_base_seconds=0.01,

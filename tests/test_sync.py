@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from syncer.commands import run_source
-from syncer.config import Config
+from syncer.config import Config, ExportConfig
 from syncer.dates import parse_instant, utc_now
 from syncer.errors import AuthRefused, ConfigError, ExportFailed, MiraklUnavailable, RunSkipped
 from syncer.simulator import SimulatorState
@@ -183,12 +183,8 @@ async def test_poll_deadline_fails_and_keeps_export_in_flight(
     """An export PENDING past poll_timeout_minutes fails the run but stays resumable."""
     sim_state.seed_orders(10, days=5)
     sim_state.config.pending_polls = 10_000
-    config = make_config()
-    config = Config(
-        database=config.database,
-        export=type(config.export)(poll_interval_seconds=0.01, poll_timeout_minutes=0.005),
-        http=config.http,
-        sources=config.sources,
+    config = make_config(
+        export=ExportConfig(poll_interval_seconds=0.01, poll_timeout_minutes=0.005)
     )
     with pytest.raises(ExportFailed, match="still PENDING"):
         await run_source(config, store, config.sources[0], "full")

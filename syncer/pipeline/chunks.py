@@ -46,9 +46,12 @@ LINE_DATES = ("created_date", "last_updated_date", "shipped_date", "received_dat
 class ChunkFormatError(ValueError):
     """The chunk's bytes are not `{"orders": [...]}`; `position` is the order index if known."""
 
-    def __init__(self, reason: str, position: int | None = None) -> None:
+    def __init__(
+        self, reason: str, position: int | None = None, *, truncated: bool = False
+    ) -> None:
         super().__init__(reason)
         self.position = position
+        self.truncated = truncated
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class OrderSplitter:
             raise ChunkFormatError(
                 "the file ended early (truncated)" if self._buf.strip() else "the file is empty",
                 self.orders_seen if self._saw_orders else None,
+                truncated=True,
             )
         if not self._saw_orders:
             raise ChunkFormatError('no "orders" array in the file')

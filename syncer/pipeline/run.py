@@ -22,6 +22,7 @@ from syncer.errors import (
     ChunkGone,
     ChunkInvalid,
     ConfigError,
+    ExportBusy,
     ExportFailed,
     ExportNotFound,
     ExportTimeout,
@@ -255,9 +256,20 @@ class SyncRun:
             get_logger().error("run_close_failed", error=_one_line(exc))
 
     async def _load_export(self, job: ExportJob, summary: RunSummary, step: str) -> None:
-        tracking_id = await self._request_or_adopt(job, summary.run_id)
-        with log_context(tracking_id=tracking_id, export=step):
-            await self._load_and_merge(job, summary, tracking_id)
+        """Load one export; if Mirakl lost it (OR14 404, OR15 404/410), request it once more."""
+        for attempt in (1, 2):
+            tracking_id = await self._request_or_adopt(job, summary.run_id)
+            with log_context(tracking_id=tracking_id, export=step):
+                try:
+                    await self._load_and_merge(job, summary, tracking_id)
+                    return
+                except (ChunkGone, ExportNotFound) as exc:
+                    await self.store.close_export(tracking_id, "abandoned", _one_line(exc))
+                    await self.store.clear_staging(summary.run_id)
+                    if attempt == 2:
+                        raise
+                    get_logger().warning("export_redone", reason=_one_line(exc))
+                    job.tracking_id = None
 
     async def _load_and_merge(self, job: ExportJob, summary: RunSummary, tracking_id: str) -> None:
         log = get_logger()
@@ -272,10 +284,6 @@ class SyncRun:
             raise  # still running on Mirakl's side: the next run resumes it
         except (ExportFailed, ChunkInvalid) as exc:
             await self.store.close_export(tracking_id, "failed", _one_line(exc))
-            raise
-        except (ChunkGone, ExportNotFound) as exc:
-            # The export is gone on Mirakl's side: the next run must request a new one.
-            await self.store.close_export(tracking_id, "abandoned", _one_line(exc))
             raise
         result = await self.store.merge_export(
             run_id=summary.run_id,
@@ -306,12 +314,7 @@ class SyncRun:
             await self.store.adopt_export(job.tracking_id, run_id)
             get_logger().info("export_resumed", tracking_id=job.tracking_id, window=str(job.window))
             return job.tracking_id
-        tracking_id = await self.api.start_export(
-            job.window.start,
-            job.window.end,
-            items_per_chunk=self.export.items_per_chunk,
-            megabytes_per_chunk=self.export.megabytes_per_chunk,
-        )
+        tracking_id = await self._start_export(job.window)
         await self.store.record_export(
             tracking_id=tracking_id,
             source=self.source.name,
@@ -323,6 +326,23 @@ class SyncRun:
         )
         get_logger().info("export_requested", tracking_id=tracking_id, window=str(job.window))
         return tracking_id
+
+    async def _start_export(self, window: Window) -> str:
+        """OR13; while Mirakl says another export runs (one we did not record), wait for it."""
+        deadline = time.monotonic() + self.export.poll_timeout_minutes * 60
+        while True:
+            try:
+                return await self.api.start_export(
+                    window.start,
+                    window.end,
+                    items_per_chunk=self.export.items_per_chunk,
+                    megabytes_per_chunk=self.export.megabytes_per_chunk,
+                )
+            except ExportBusy as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                get_logger().warning("export_busy_waiting", reason=_one_line(exc))
+                await self.sleep(self.export.poll_interval_seconds)
 
     async def _wait_completed(self, tracking_id: str) -> tuple[str, ...]:
         """Poll OR14 until COMPLETED; ExportFailed on FAILED/CANCELED or past the deadline."""
@@ -409,6 +429,10 @@ async def _staged_rows(
                 position += 1
         splitter.close()
     except ChunkFormatError as exc:
+        if exc.truncated:  # most likely the network: download it again
+            raise StreamBroken(
+                f"OR15 {redact_url(url)}: at order #{exc.position or 0}: {exc}"
+            ) from None
         raise ChunkInvalid(str(exc), chunk=redact_url(url), position=exc.position) from None
     counter.orders = position
 

@@ -15,7 +15,7 @@ import random
 import secrets
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,6 +38,8 @@ class SimulatorConfig:
     max_items_per_chunk: int | None = None  # the server may cut smaller chunks than asked
     busy_status: int = 409
     enforce_frequency: bool = False  # OR13 at most every 5 min (differential), 24 h (full)
+    chunk_piece_delay_seconds: float = 0.0  # OR15: pause between 256 KB pieces (slow downloads)
+    chunk_piece_bytes: int = 256 * 1024
     seed: int = 7
 
 
@@ -49,6 +51,12 @@ class Fault:
     status: int | None = None  # answer this HTTP status instead of the real answer
     retry_after: float | None = None  # with 429
     export_status: str | None = None  # OR14: report this status (FAILED, CANCELED, ...)
+    delay_seconds: float = 0.0  # wait before answering (a slow server: read timeouts)
+    drop: bool = False  # close the connection without answering (connection reset)
+    body: bytes | None = None  # OR15: serve these bytes instead of the chunk
+    cut_after_bytes: int | None = None  # OR15: reset the connection after this many bytes
+    truncate_after_bytes: int | None = None  # OR15: end the body cleanly after this many bytes
+    forget_export: bool = False  # OR14/OR15: the export is gone (expired): 404
     times: int = 1
 
 
@@ -156,9 +164,19 @@ def build_app(state: SimulatorState) -> web.Application:
     """The aiohttp application serving OR13/OR14/OR15 and the `/_sim/` controls."""
     config = state.config
 
-    def faulty(endpoint: str) -> web.Response | Fault | None:
+    async def faulty(endpoint: str, request: web.Request) -> web.Response | Fault | None:
         fault = state.take_fault(endpoint)
-        if fault is None or fault.status is None:
+        if fault is None:
+            return None
+        if fault.delay_seconds:
+            await asyncio.sleep(fault.delay_seconds)
+        if fault.drop:
+            assert request.transport is not None
+            request.transport.abort()
+            raise asyncio.CancelledError  # aiohttp drops the request: the client sees a reset
+        if fault.forget_export and "tracking_id" in request.match_info:
+            state.exports.pop(request.match_info["tracking_id"], None)
+        if fault.status is None:
             return fault
         headers = (
             {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
@@ -171,7 +189,7 @@ def build_app(state: SimulatorState) -> web.Application:
 
     async def or13(request: web.Request) -> web.StreamResponse:
         state.calls["OR13"] += 1
-        fault = faulty("OR13")
+        fault = await faulty("OR13", request)
         if isinstance(fault, web.Response):
             return fault
         if not authorised(request):
@@ -208,7 +226,7 @@ def build_app(state: SimulatorState) -> web.Application:
 
     async def or14(request: web.Request) -> web.StreamResponse:
         state.calls["OR14"] += 1
-        fault = faulty("OR14")
+        fault = await faulty("OR14", request)
         if isinstance(fault, web.Response):
             return fault
         if not authorised(request):
@@ -220,10 +238,13 @@ def build_app(state: SimulatorState) -> web.Application:
         if export.status == "PENDING" and export.polls > config.pending_polls:
             export.status = "COMPLETED"
             export.tokens = [secrets.token_hex(8) for _ in export.chunks]
+        reported = export.status
         if fault is not None and fault.export_status is not None:
-            export.status = fault.export_status
-        answer: dict[str, Any] = {"status": export.status, "last_updated": iso(state.now())}
-        if export.status == "COMPLETED":
+            reported = fault.export_status
+            if reported in ("FAILED", "CANCELED"):
+                export.status = reported  # terminal: the export is over
+        answer: dict[str, Any] = {"status": reported, "last_updated": iso(state.now())}
+        if reported == "COMPLETED":
             base = f"{request.scheme}://{request.host}"
             answer["urls"] = [
                 f"{base}/exports/{export.tracking_id}/chunk-{i}.json?token={token}"
@@ -233,7 +254,7 @@ def build_app(state: SimulatorState) -> web.Application:
 
     async def or15(request: web.Request) -> web.StreamResponse:
         state.calls["OR15"] += 1
-        fault = faulty("OR15")
+        fault = await faulty("OR15", request)
         if isinstance(fault, web.Response):
             return fault
         if not authorised(request):
@@ -244,18 +265,28 @@ def build_app(state: SimulatorState) -> web.Application:
             return _error(404, "File not found")
         if request.query.get("token") != export.tokens[index]:
             return _error(404, "File not found")
+        pieces = _chunk_pieces(export.chunks[index], config.chunk_piece_bytes)
+        if fault is not None and fault.body is not None:
+            pieces = iter([fault.body])
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
-        await response.write(b'{"orders":[')
-        buffer: list[bytes] = []
-        size = 0
-        for position, order in enumerate(export.chunks[index]):
-            buffer.append(b"," + order if position else order)
-            size += len(order)
-            if size >= 256 * 1024:
-                await response.write(b"".join(buffer))
-                buffer, size = [], 0
-        await response.write(b"".join(buffer) + b"]}")
+        sent = 0
+        for piece in pieces:
+            if fault is not None and fault.cut_after_bytes is not None:
+                if sent + len(piece) > fault.cut_after_bytes:
+                    await response.write(piece[: fault.cut_after_bytes - sent])
+                    await asyncio.sleep(0.05)
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return response
+            if fault is not None and fault.truncate_after_bytes is not None:
+                if sent + len(piece) > fault.truncate_after_bytes:
+                    await response.write(piece[: fault.truncate_after_bytes - sent])
+                    break
+            await response.write(piece)
+            sent += len(piece)
+            if config.chunk_piece_delay_seconds:
+                await asyncio.sleep(config.chunk_piece_delay_seconds)
         await response.write_eof()
         return response
 
@@ -329,6 +360,20 @@ def _select(
                 continue
         chosen.append(orjson.dumps(order))
     return chosen
+
+
+def _chunk_pieces(orders: list[bytes], piece_bytes: int) -> Iterator[bytes]:
+    """The chunk file `{"orders":[...]}` as pieces of about `piece_bytes`."""
+    buffer = [b'{"orders":[']
+    size = 0
+    for position, order in enumerate(orders):
+        buffer.append(b"," + order if position else order)
+        size += len(order)
+        if size >= piece_bytes:
+            yield b"".join(buffer)
+            buffer, size = [], 0
+    buffer.append(b"]}")
+    yield b"".join(buffer)
 
 
 def _chunk(orders: list[bytes], items: int, max_bytes: int) -> list[list[bytes]]:
