@@ -270,19 +270,19 @@ def build_app(state: SimulatorState) -> web.Application:
             pieces = iter([fault.body])
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
+        cut = fault.cut_after_bytes if fault is not None else None
+        truncate = fault.truncate_after_bytes if fault is not None else None
+        limit = cut if cut is not None else truncate
         sent = 0
         for piece in pieces:
-            if fault is not None and fault.cut_after_bytes is not None:
-                if sent + len(piece) > fault.cut_after_bytes:
-                    await response.write(piece[: fault.cut_after_bytes - sent])
+            if limit is not None and sent + len(piece) > limit:
+                await response.write(piece[: limit - sent])
+                if cut is not None:  # a reset in the middle of the body
                     await asyncio.sleep(0.05)
                     assert request.transport is not None
                     request.transport.abort()
                     return response
-            if fault is not None and fault.truncate_after_bytes is not None:
-                if sent + len(piece) > fault.truncate_after_bytes:
-                    await response.write(piece[: fault.truncate_after_bytes - sent])
-                    break
+                break  # a clean end, too early
             await response.write(piece)
             sent += len(piece)
             if config.chunk_piece_delay_seconds:
