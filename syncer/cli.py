@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -74,7 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         log_format = getattr(args, "log_format", None)
         configure_logging(json=None if log_format is None else log_format == "json")
-        return asyncio.run(_dispatch(args))
+        return asyncio.run(_dispatch_until_signal(args))
+    except Interrupted as exc:
+        print(f"syncer: {exc}", file=sys.stderr)
+        return exc.exit_code
     except RunSkipped as exc:
         print(f"syncer: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -84,6 +88,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("syncer: interrupted", file=sys.stderr)
         return 130
+
+
+class Interrupted(SyncerError):
+    """Raised when SIGTERM/SIGINT stopped a command; the run row says 'interrupted'."""
+
+    def __init__(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name}; the export in flight resumes on the next run")
+        self.exit_code = 128 + signum
+
+
+async def _dispatch_until_signal(args: argparse.Namespace) -> int:
+    """Run the command; SIGTERM/SIGINT cancel it, so runs close their rows as interrupted."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await _dispatch(args)
+    except asyncio.CancelledError:
+        if received:
+            raise Interrupted(received[0]) from None
+        raise
 
 
 async def _dispatch(args: argparse.Namespace) -> int:

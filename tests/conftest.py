@@ -137,3 +137,36 @@ start_date = 2024-01-01
 """
     )
     return path
+
+
+@pytest.fixture
+async def db(pg_dsn: str, schema: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(pg_dsn, server_settings={"search_path": schema})
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def crash_sim(sim_state: SimulatorState) -> SimulatorState:
+    """Slow enough to be caught at each stage: exports take a while, chunks stream in pieces."""
+    config = sim_state.config
+    config.pending_polls = 10**6
+    config.pending_seconds = 0.6
+    config.max_items_per_chunk = 60
+    config.chunk_piece_bytes = 16 * 1024
+    config.chunk_piece_delay_seconds = 0.01
+    sim_state.seed_orders(240, days=700)
+    return sim_state
+
+
+@pytest.fixture
+def config_file(
+    tmp_path: Path, pg_dsn: str, schema: str, sim_url: str, crash_sim: SimulatorState
+) -> Path:
+    return write_config(
+        tmp_path / "c.toml",
+        dsn=pg_dsn,
+        schema=schema,
+        base_url=sim_url,
+        api_key=crash_sim.config.api_key,
+    )

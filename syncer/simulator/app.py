@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -33,7 +34,8 @@ MAX_RANGE = "one year"
 class SimulatorConfig:
     api_key: str = "sim-secret-key"
     auth: str = "shop"  # "shop": raw key header; "bearer": "Bearer <key>"
-    pending_polls: int = 2
+    pending_polls: int = 2  # an export answers PENDING to this many polls...
+    pending_seconds: float | None = None  # ...or, when set, completes on its own after this long
     update_delta_seconds: float = 5.0
     max_items_per_chunk: int | None = None  # the server may cut smaller chunks than asked
     busy_status: int = 409
@@ -67,6 +69,19 @@ class SimExport:
     polls: int = 0
     status: str = "PENDING"
     tokens: list[str] = field(default_factory=list)
+    created: float = field(default_factory=time.monotonic)
+
+    def advance(self, config: SimulatorConfig) -> None:
+        """PENDING -> COMPLETED after enough polls, or enough time when pending_seconds is set."""
+        if self.status != "PENDING":
+            return
+        aged = (
+            config.pending_seconds is not None
+            and time.monotonic() - self.created >= config.pending_seconds
+        )
+        if self.polls > config.pending_polls or aged:
+            self.status = "COMPLETED"
+            self.tokens = [secrets.token_hex(8) for _ in self.chunks]
 
 
 class SimulatorState:
@@ -133,7 +148,11 @@ class SimulatorState:
         return None
 
     def running_export(self) -> SimExport | None:
-        return next((e for e in self.exports.values() if e.status == "PENDING"), None)
+        for export in self.exports.values():
+            export.advance(self.config)
+            if export.status == "PENDING":
+                return export
+        return None
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -235,9 +254,7 @@ def build_app(state: SimulatorState) -> web.Application:
         if export is None:
             return _error(404, "Export not found")
         export.polls += 1
-        if export.status == "PENDING" and export.polls > config.pending_polls:
-            export.status = "COMPLETED"
-            export.tokens = [secrets.token_hex(8) for _ in export.chunks]
+        export.advance(config)
         reported = export.status
         if fault is not None and fault.export_status is not None:
             reported = fault.export_status

@@ -108,6 +108,7 @@ class SyncStore:
     ) -> int:
         async with _translated(), self._pool.acquire() as conn:
             await conn.execute(q.CLEAR_STAGING_OF_SOURCE, source)
+            await conn.execute(q.CLOSE_DEAD_RUNS, source)
             run_id: int = await conn.fetchval(
                 q.BEGIN_RUN, source, mode, window_start, window_end, exports
             )
