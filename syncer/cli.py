@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resync.add_argument("--source", help="only this source")
     resync.add_argument("--since", help="ISO date to start from (default: the source's start_date)")
+    push = commands.add_parser("push", parents=[common], help="send queued order patches (OR04)")
+    push.add_argument("--source", help="only this source")
     commands.add_parser("status", parents=[common], help="watermark, lag and last run per source")
     commands.add_parser("run", parents=[common], help="the long-running service (scheduler)")
     sim = commands.add_parser("simulator", parents=[common], help="serve the fake Mirakl")
@@ -135,6 +137,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         "sync": lambda: commands.sync(config, args.source),
         "resync": lambda: commands.resync(config, args.source, _since(args.since)),
         "status": lambda: commands.status(config),
+        "push": lambda: commands.push(config, args.source),
         "run": lambda: commands.serve(config),
     }
     return await handlers[command]()

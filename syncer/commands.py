@@ -12,10 +12,12 @@ from syncer.config import Config, SourceConfig
 from syncer.errors import MigrationError, RunSkipped, SyncerError
 from syncer.log import get_logger
 from syncer.mirakl import open_client
+from syncer.pipeline.push import PushRun, PushSummary
 from syncer.pipeline.run import RunSummary, SyncRun
 from syncer.store.db import open_pool
 from syncer.store.migrate import migrate as apply_migrations
 from syncer.store.migrate import pending_migrations
+from syncer.store.outbox_store import OutboxStore
 from syncer.store.sync_store import SourceStatus, SyncStore
 
 
@@ -93,6 +95,30 @@ async def sync(config: Config, name: str | None) -> int:
 
 async def resync(config: Config, name: str | None, since: datetime | None) -> int:
     return await _run_each(config, name, "full", since)
+
+
+async def push_source(config: Config, pool: asyncpg.Pool, source: SourceConfig) -> PushSummary:
+    """Send the source's pending order patches (OR04) with its own HTTP session."""
+    async with open_client(source, config.http) as client:
+        return await PushRun(source, config.push, client, OutboxStore(pool)).run()
+
+
+async def push(config: Config, name: str | None) -> int:
+    sources = config.select_sources(name)
+    for source in sources:
+        source.require_api_key()
+    outcomes: list[int] = []
+    async with open_store(config) as store:
+        for source in sources:
+            try:
+                summary = await push_source(config, store.pool, source)
+            except SyncerError as exc:
+                print(f"{source.name}: push failed: {exc}")
+                outcomes.append(exc.exit_code)
+                continue
+            print(summary.describe())
+            outcomes.append(0)
+    return max(outcomes, key=lambda code: (code == 1, code == 2, code)) if outcomes else 0
 
 
 async def status(config: Config) -> int:

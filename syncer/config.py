@@ -62,6 +62,13 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class PushConfig:
+    min_interval_seconds: float = 60.0  # OR04: at most one call a minute per account
+    interval_seconds: float = 60.0  # how often `syncer run` looks at the outbox
+    max_attempts: int = 5  # sends of one patch before it is marked failed
+
+
+@dataclass(frozen=True)
 class SourceConfig:
     name: str
     base_url: str
@@ -90,6 +97,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    push: PushConfig = field(default_factory=PushConfig)
     sources: tuple[SourceConfig, ...] = ()
     path: Path | None = None
 
@@ -129,7 +137,7 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
 
 def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None = None) -> Config:
     """Validate a TOML document already parsed into a dict."""
-    _reject_unknown(data, "", {"database", "export", "http", "sources"})
+    _reject_unknown(data, "", {"database", "export", "http", "push", "sources"})
     base = path.parent if path else Path.cwd()
     db = _table(data, "database")
     _reject_unknown(db, "database.", {"dsn", "schema", "data_dir"})
@@ -178,6 +186,17 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
         retry_after_max_seconds=_number(ht, "http.retry_after_max_seconds", 900.0, minimum=0.0),
     )
 
+    pu = _table(data, "push")
+    _reject_unknown(pu, "push.", {"min_interval_seconds", "interval_seconds", "max_attempts"})
+    push_attempts = _opt(pu, "push.max_attempts", int)
+    if push_attempts is not None and push_attempts < 1:
+        raise ConfigError("push.max_attempts: must be at least 1")
+    push = PushConfig(
+        min_interval_seconds=_number(pu, "push.min_interval_seconds", 60.0, minimum=0.0),
+        interval_seconds=_number(pu, "push.interval_seconds", 60.0, minimum=0.1),
+        max_attempts=push_attempts or 5,
+    )
+
     raw_sources = data.get("sources", [])
     if not isinstance(raw_sources, list):
         raise ConfigError("sources: must be an array of tables ([[sources]])")
@@ -186,7 +205,9 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(f"sources: name {name!r} is used twice")
-    return Config(database=database, export=export, http=http, sources=sources, path=path)
+    return Config(
+        database=database, export=export, http=http, push=push, sources=sources, path=path
+    )
 
 
 def _source(item: object, index: int, env: dict[str, str]) -> SourceConfig:

@@ -17,7 +17,7 @@ from syncer.store.sync_store import SyncStore
 
 async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | None = None) -> None:
     """Run differential syncs on schedule until `stop` is set (or SIGTERM/SIGINT)."""
-    from syncer.commands import describe_summary, run_source
+    from syncer.commands import describe_summary, push_source, run_source
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -40,6 +40,21 @@ async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | No
         finally:
             running.discard(task)
 
+    async def scheduled_push(source: SourceConfig) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        running.add(task)
+        try:
+            summary = await push_source(config, store.pool, source)
+            if summary.calls or summary.rejected:
+                log.info("scheduled_push_done", source=source.name, summary=summary.describe())
+        except RunSkipped as exc:
+            log.info("push_skipped", source=source.name, reason=str(exc))
+        except SyncerError as exc:
+            log.error("scheduled_push_failed", source=source.name, error=str(exc))
+        finally:
+            running.discard(task)
+
     scheduler = AsyncIOScheduler(timezone=UTC)
     for source in config.sources:
         scheduler.add_job(
@@ -48,6 +63,17 @@ async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | No
             args=[source],
             id=f"sync:{source.name}",
             name=f"differential sync of {source.name}",
+            next_run_time=datetime.now(UTC),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+        scheduler.add_job(
+            scheduled_push,
+            IntervalTrigger(seconds=config.push.interval_seconds, timezone=UTC),
+            args=[source],
+            id=f"push:{source.name}",
+            name=f"OR04 push of {source.name}",
             next_run_time=datetime.now(UTC),
             max_instances=1,
             coalesce=True,

@@ -13,7 +13,15 @@ from typing import Any
 import asyncpg
 import pytest
 
-from syncer.config import Config, DatabaseConfig, ExportConfig, HttpConfig, Secret, SourceConfig
+from syncer.config import (
+    Config,
+    DatabaseConfig,
+    ExportConfig,
+    HttpConfig,
+    PushConfig,
+    Secret,
+    SourceConfig,
+)
 from syncer.dates import utc_now
 from syncer.simulator import SimulatorConfig, SimulatorState, serve
 from syncer.store.migrate import migrate
@@ -84,7 +92,11 @@ def make_config(
     """A Config for the test database and simulator; keywords override source fields."""
 
     def build(
-        *, http: HttpConfig | None = None, export: ExportConfig | None = None, **source_fields: Any
+        *,
+        http: HttpConfig | None = None,
+        export: ExportConfig | None = None,
+        push: PushConfig | None = None,
+        **source_fields: Any,
     ) -> Config:
         source = SourceConfig(
             name="shop",
@@ -103,6 +115,7 @@ def make_config(
                 backoff_base_seconds=0.01,
                 backoff_max_seconds=0.05,
             ),
+            push=push or PushConfig(min_interval_seconds=0.3, interval_seconds=1, max_attempts=3),
             sources=(replace(source, **source_fields),),
         )
 
@@ -122,6 +135,9 @@ schema = "{schema}"
 [export]
 poll_interval_seconds = 0.05
 poll_timeout_minutes = 1
+
+[push]
+min_interval_seconds = 0.3
 
 [http]
 max_attempts = 3

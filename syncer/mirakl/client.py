@@ -35,6 +35,7 @@ from syncer.mirakl.retry import Backoff
 from syncer.redact import redact_url
 
 EXPORT_PATH = "/api/orders/async-export"
+ORDERS_PATH = "/api/orders"
 READ_SIZE = 256 * 1024
 
 
@@ -57,6 +58,7 @@ class MiraklClient:
             "Authorization": f"Bearer {key}" if source.auth == "bearer" else key,
             "Accept": "application/json",
         }
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._params = {"shop_id": str(source.shop_id)} if source.shop_id is not None else {}
         self._backoff = Backoff(
             http.backoff_base_seconds, http.backoff_max_seconds, http.retry_after_max_seconds
@@ -84,7 +86,7 @@ class MiraklClient:
 
         async def call() -> Any:
             async with self._session.post(
-                url, params=self._params, headers=self._headers, data=orjson.dumps(body)
+                url, params=self._params, headers=self._json_headers, data=orjson.dumps(body)
             ) as resp:
                 if resp.status == 409:
                     raise ExportBusy(
@@ -117,6 +119,26 @@ class MiraklClient:
             raise MiraklError("OR14 answered with malformed urls")
         last = answer.get("last_updated")
         return ExportStatus(answer["status"], tuple(urls), last if isinstance(last, str) else None)
+
+    async def patch_orders(self, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """OR04: patch up to 100 orders; one result per order (`updated` or `errors`).
+
+        PUT with the same patch is idempotent, so transient failures are retried.
+        """
+        url = self._source.base_url + ORDERS_PATH
+        body = orjson.dumps({"orders": orders})
+
+        async def call() -> Any:
+            async with self._session.put(
+                url, params=self._params, headers=self._json_headers, data=body
+            ) as resp:
+                return await self._json_or_raise(resp, "OR04")
+
+        answer = await self._with_retries("OR04", call, idempotent=True)
+        results = answer.get("updated_orders") if isinstance(answer, dict) else None
+        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+            raise MiraklError("OR04 answered without an updated_orders list")
+        return results
 
     @asynccontextmanager
     async def open_chunk(self, url: str) -> AsyncIterator[AsyncIterator[bytes]]:

@@ -40,6 +40,7 @@ class SimulatorConfig:
     max_items_per_chunk: int | None = None  # the server may cut smaller chunks than asked
     busy_status: int = 409
     enforce_frequency: bool = False  # OR13 at most every 5 min (differential), 24 h (full)
+    or04_min_interval_seconds: float = 60.0  # OR04: at most one call a minute (429 otherwise)
     chunk_piece_delay_seconds: float = 0.0  # OR15: pause between 256 KB pieces (slow downloads)
     chunk_piece_bytes: int = 256 * 1024
     seed: int = 7
@@ -98,6 +99,10 @@ class SimulatorState:
         # Extra (e.g. older) order versions appended to every export: the same order
         # twice in one export, an older version after a newer one.
         self.replayed_versions: list[dict[str, Any]] = []
+        self.anonymized: set[str] = set()  # orders whose customer was anonymized (AN01)
+        self.or04_batches: list[
+            tuple[float, int]
+        ] = []  # (monotonic time, orders) per accepted call
         self._next_number = 1
         self._last_or13: datetime | None = None
 
@@ -307,6 +312,31 @@ def build_app(state: SimulatorState) -> web.Application:
         await response.write_eof()
         return response
 
+    async def or04(request: web.Request) -> web.StreamResponse:
+        state.calls["OR04"] += 1
+        fault = await faulty("OR04", request)
+        if isinstance(fault, web.Response):
+            return fault
+        if not authorised(request):
+            return _error(401, "Unauthorized")
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _error(400, "Request body is not valid JSON")
+        orders = body.get("orders") if isinstance(body, dict) else None
+        if not isinstance(orders, list) or not all(isinstance(o, dict) for o in orders):
+            return _error(400, "orders must be an array of objects")
+        if len(orders) > 100:
+            return _error(400, "A maximum of 100 orders can be sent at once")
+        now = time.monotonic()
+        if state.or04_batches:
+            wait = config.or04_min_interval_seconds - (now - state.or04_batches[-1][0])
+            if wait > 0:
+                return _error(429, "Too many requests", {"Retry-After": f"{wait:.2f}"})
+        state.or04_batches.append((now, len(orders)))
+        results = [_patch_order(state, patch) for patch in orders]
+        return web.json_response({"updated_orders": results})
+
     async def sim_mutate(request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read() or b"{}")
         updated = state.update_orders(int(body.get("update", 0)))
@@ -331,11 +361,71 @@ def build_app(state: SimulatorState) -> web.Application:
     app.router.add_post("/api/orders/async-export", or13)
     app.router.add_get("/api/orders/async-export/status/{tracking_id}", or14)
     app.router.add_get("/exports/{tracking_id}/chunk-{index:\\d+}.json", or15)
+    app.router.add_put("/api/orders", or04)
     app.router.add_post("/_sim/mutate", sim_mutate)
     app.router.add_post("/_sim/advance", sim_advance)
     app.router.add_get("/_sim/stats", sim_stats)
     app.router.add_get("/_sim/orders", sim_orders)
     return app
+
+
+def _patch_order(state: SimulatorState, patch: dict[str, Any]) -> dict[str, Any]:
+    """Apply one OR04 order patch as Mirakl would, or say why not."""
+    order_id = patch.get("order_id")
+    order = state.orders.get(order_id) if isinstance(order_id, str) else None
+
+    def refused(code: str, field_name: str, message: str) -> dict[str, Any]:
+        return {
+            "order_id": order_id,
+            "errors": [{"code": code, "field": field_name, "message": message}],
+        }
+
+    if order is None:
+        return refused("ORDER_NOT_FOUND", "order_id", f"Order {order_id} not found")
+    if "customer" in patch and order_id in state.anonymized:
+        return refused(
+            "CUSTOMER_ANONYMIZED",
+            "customer",
+            "Customer data of an anonymized customer cannot be changed",
+        )
+    stats = patch.get("shop_statistics")
+    if isinstance(stats, dict):
+        if stats.get("excluded") is None:
+            return refused("REQUIRED", "shop_statistics.excluded", "excluded is required")
+        if len(str(stats.get("reason") or "")) > 100:
+            return refused("TOO_LONG", "shop_statistics.reason", "Max length: 100 characters")
+    workflow = patch.get("payment_workflow")
+    if workflow is not None and not (
+        workflow == "PAY_ON_ACCEPTANCE" and order.get("payment_workflow") == "PAY_ON_DUE_DATE"
+    ):
+        return refused(
+            "INVALID_CHANGE",
+            "payment_workflow",
+            "Can only be updated from PAY_ON_DUE_DATE to PAY_ON_ACCEPTANCE",
+        )
+    for key, value in (patch.get("references") or {}).items():
+        if value is None or not str(value).strip():
+            return refused("BLANK", f"references.{key}", "May not be blank")
+    address = (patch.get("customer") or {}).get("billing_address") or {}
+    code = address.get("country_iso_code")
+    if code is not None and not (isinstance(code, str) and len(code) == 3 and code.isupper()):
+        return refused(
+            "INVALID_VALUE",
+            "customer.billing_address.country_iso_code",
+            "Not an ISO 3166-1 alpha-3 code",
+        )
+    changes = {k: v for k, v in patch.items() if k != "order_id"}
+    _deep_apply(order, changes)
+    order["last_updated_date"] = iso(state.now())
+    return {"order_id": order_id, "updated": changes}
+
+
+def _deep_apply(target: dict[str, Any], changes: dict[str, Any]) -> None:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_apply(target[key], value)
+        else:
+            target[key] = value
 
 
 def _range(body: dict[str, Any], start_key: str, end_key: str) -> tuple[datetime, datetime] | None:

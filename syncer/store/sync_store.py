@@ -71,6 +71,10 @@ class SyncStore:
         self._pool = pool
         self._schema = schema
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
     @asynccontextmanager
     async def source_lock(self, source: str) -> AsyncIterator[None]:
         """Hold the source's advisory lock (any replica, any process); RunSkipped if taken.
