@@ -57,7 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
     resync.add_argument("--since", help="ISO date to start from (default: the source's start_date)")
     push = commands.add_parser("push", parents=[common], help="send queued order patches (OR04)")
     push.add_argument("--source", help="only this source")
-    commands.add_parser("status", parents=[common], help="watermark, lag and last run per source")
+    status = commands.add_parser(
+        "status", parents=[common], help="watermark, lag and last run per source"
+    )
+    status.add_argument("--json", action="store_true", help="JSON instead of a table")
+    runs = commands.add_parser("runs", parents=[common], help="recent run history")
+    runs.add_argument("--source", help="only this source")
+    runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    runs.add_argument("--json", action="store_true", help="JSON instead of a table")
+    config_cmd = commands.add_parser("config", parents=[common], help="check the configuration")
+    config_sub = config_cmd.add_subparsers(
+        dest="config_command", required=True, metavar="ACTION", parser_class=_Parser
+    )
+    config_sub.add_parser(
+        "check", parents=[common], help="validate and print the resolved config, secrets masked"
+    )
     commands.add_parser("run", parents=[common], help="the long-running service (scheduler)")
     sim = commands.add_parser("simulator", parents=[common], help="serve the fake Mirakl")
     sim.add_argument("--host", default="127.0.0.1")
@@ -136,7 +150,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
         "migrate": lambda: commands.migrate(config),
         "sync": lambda: commands.sync(config, args.source),
         "resync": lambda: commands.resync(config, args.source, _since(args.since)),
-        "status": lambda: commands.status(config),
+        "status": lambda: commands.status(config, args.json),
+        "runs": lambda: commands.runs(config, args.source, args.limit, args.json),
+        "config": lambda: commands.check_config(config),
         "push": lambda: commands.push(config, args.source),
         "run": lambda: commands.serve(config),
     }

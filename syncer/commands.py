@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
 from syncer.config import Config, SourceConfig
-from syncer.errors import MigrationError, RunSkipped, SyncerError
+from syncer.dates import utc_now
+from syncer.errors import ConfigError, MigrationError, RunSkipped, SyncerError
 from syncer.log import get_logger
 from syncer.mirakl import open_client
 from syncer.pipeline.push import PushRun, PushSummary
 from syncer.pipeline.run import RunSummary, SyncRun
+from syncer.redact import redact_dsn
+from syncer.report import format_table, human_duration, moment, to_json
 from syncer.store.db import open_pool
 from syncer.store.migrate import migrate as apply_migrations
 from syncer.store.migrate import pending_migrations
@@ -121,69 +126,136 @@ async def push(config: Config, name: str | None) -> int:
     return max(outcomes, key=lambda code: (code == 1, code == 2, code)) if outcomes else 0
 
 
-async def status(config: Config) -> int:
-    names = [s.name for s in config.sources]
+def status_record(row: SourceStatus, source: SourceConfig, now: datetime) -> dict[str, Any]:
+    """One source's status as data (for --json and the table)."""
+    duration = (row.finished_at - row.started_at) if row.finished_at and row.started_at else None
+    next_run = None
+    if row.started_at is not None:
+        next_run = max(now, row.started_at + timedelta(minutes=source.interval_minutes))
+    return {
+        "source": row.source,
+        "watermark": row.watermark,
+        "lag_seconds": row.lag.total_seconds() if row.lag is not None else None,
+        "last_run": None
+        if row.run_id is None
+        else {
+            "run_id": row.run_id,
+            "mode": row.mode,
+            "result": row.result,
+            "orders": row.orders,
+            "orders_changed": row.orders_changed,
+            "lines": row.lines,
+            "chunks": row.chunks,
+            "started_at": row.started_at,
+            "finished_at": row.finished_at,
+            "duration_seconds": duration.total_seconds() if duration else None,
+            "error": row.error,
+        },
+        "export_in_flight": row.export_in_flight,
+        "next_run_estimate": next_run,
+        "orders_stored": row.orders_stored,
+        "patches_pending": row.patches_pending,
+    }
+
+
+def format_status(records: list[dict[str, Any]]) -> str:
+    """An aligned table, one row per source."""
+    header = ("SOURCE", "WATERMARK", "LAG", "LAST RUN", "RESULT", "ORDERS", "DURATION",
+              "STORED", "IN FLIGHT", "NEXT RUN (EST.)", "PATCHES", "ERROR")  # fmt: skip
+    rows = []
+    for r in records:
+        run = r["last_run"] or {}
+        rows.append(
+            (
+                r["source"],
+                moment(r["watermark"]) if r["watermark"] else "never",
+                human_duration(r["lag_seconds"]),
+                f"{run['run_id']} {run['mode']}" if run else "-",
+                run.get("result") or "-",
+                f"{run['orders']} ({run['orders_changed']} changed)" if run else "-",
+                human_duration(run.get("duration_seconds")),
+                str(r["orders_stored"]),
+                r["export_in_flight"] or "-",
+                moment(r["next_run_estimate"]),
+                str(r["patches_pending"]),
+                (run.get("error") or "")[:80],
+            )
+        )
+    return format_table(header, rows)
+
+
+async def status(config: Config, as_json: bool = False) -> int:
     async with open_store(config) as store:
-        rows = await store.status(names)
-    print(format_status(rows))
+        rows = await store.status([s.name for s in config.sources])
+    now = utc_now()
+    records = [
+        status_record(row, source, now) for row, source in zip(rows, config.sources, strict=True)
+    ]
+    print(to_json(records) if as_json else format_status(records))
     return 0
 
 
-def _lag(lag: timedelta | None) -> str:
-    if lag is None:
-        return "-"
-    seconds = int(lag.total_seconds())
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
+async def runs(config: Config, name: str | None, limit: int, as_json: bool = False) -> int:
+    if name is not None:
+        config.select_sources(name)
+    if limit < 1:
+        raise ConfigError(f"--limit: must be at least 1, got {limit}")
+    async with open_store(config) as store:
+        records = await store.runs(name, limit)
+    if as_json:
+        print(to_json(records))
+        return 0
+    header = ("RUN", "SOURCE", "MODE", "RESULT", "STARTED", "DURATION", "EXPORTS", "CHUNKS",
+              "ORDERS", "CHANGED", "LINES", "MB", "ERROR")  # fmt: skip
+    rows = [
+        (
+            str(r["run_id"]),
+            r["source"],
+            r["mode"],
+            r["status"],
+            moment(r["started_at"]),
+            human_duration(r["duration"]),
+            f"{r['exports_done']}/{r['exports_total']}",
+            str(r["chunks"]),
+            str(r["orders"]),
+            str(r["orders_changed"]),
+            str(r["lines"]),
+            f"{r['bytes'] / 1e6:.1f}",
+            (r["error"] or "")[:60],
+        )
+        for r in records
+    ]
+    print(format_table(header, rows))
+    return 0
 
 
-def format_status(rows: list[SourceStatus]) -> str:
-    """An aligned table, one row per source."""
-    header = (
-        "SOURCE",
-        "WATERMARK",
-        "LAG",
-        "LAST RUN",
-        "RESULT",
-        "ORDERS",
-        "CHANGED",
-        "DURATION",
-        "STORED",
-        "IN FLIGHT",
-        "ERROR",
-    )
-    table = [header]
-    for r in rows:
-        duration = (
-            f"{(r.finished_at - r.started_at).total_seconds():.1f}s"
-            if r.finished_at and r.started_at
-            else "-"
-        )
-        table.append(
-            (
-                r.source,
-                r.watermark.isoformat(timespec="seconds") if r.watermark else "never",
-                _lag(r.lag),
-                f"{r.run_id} {r.mode}" if r.run_id else "-",
-                r.result or "-",
-                str(r.orders) if r.orders is not None else "-",
-                str(r.orders_changed) if r.orders_changed is not None else "-",
-                duration,
-                str(r.orders_stored),
-                r.export_in_flight or "-",
-                (r.error or "")[:80],
-            )
-        )
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in table
-    )
+async def check_config(config: Config) -> int:
+    """Print the config as resolved (defaults filled in, secrets masked); errors exit 2."""
+    for source in config.sources:
+        source.require_api_key()
+    print(f"config {config.path}: OK")
+    print(to_json(config_view(config)))
+    return 0
+
+
+def config_view(config: Config) -> dict[str, Any]:
+    """The resolved configuration as data, with every secret masked."""
+    database = asdict(config.database)
+    if config.database.dsn:
+        database["dsn"] = redact_dsn(config.database.dsn)
+    database["data_dir"] = str(config.database.data_dir)
+    sources = []
+    for source in config.sources:
+        view = asdict(source)
+        view["api_key"] = "***" if source.api_key is not None else None
+        sources.append(view)
+    return {
+        "database": database,
+        "export": asdict(config.export),
+        "http": asdict(config.http),
+        "push": asdict(config.push),
+        "sources": sources,
+    }
 
 
 async def serve(config: Config) -> int:

@@ -200,7 +200,7 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
     raw_sources = data.get("sources", [])
     if not isinstance(raw_sources, list):
         raise ConfigError("sources: must be an array of tables ([[sources]])")
-    sources = tuple(_source(item, i, env) for i, item in enumerate(raw_sources))
+    sources = tuple(_source(item, i, env, base) for i, item in enumerate(raw_sources))
     names = [s.name for s in sources]
     for name in names:
         if names.count(name) > 1:
@@ -210,7 +210,7 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
     )
 
 
-def _source(item: object, index: int, env: dict[str, str]) -> SourceConfig:
+def _source(item: object, index: int, env: dict[str, str], base: Path) -> SourceConfig:
     if not isinstance(item, dict):
         raise ConfigError(f"sources[{index}]: must be a table")
     name = _opt(item, f"sources[{index}].name", str)
@@ -225,6 +225,7 @@ def _source(item: object, index: int, env: dict[str, str]) -> SourceConfig:
             "base_url",
             "api_key",
             "api_key_env",
+            "api_key_file",
             "auth",
             "shop_id",
             "start_date",
@@ -239,12 +240,26 @@ def _source(item: object, index: int, env: dict[str, str]) -> SourceConfig:
         raise ConfigError(f"{where}base_url: must start with http:// or https://")
     key = _opt(item, where + "api_key", str)
     key_env = _opt(item, where + "api_key_env", str)
-    if key and key_env:
-        raise ConfigError(f"{where}api_key: set either api_key or api_key_env, not both")
-    if not key and not key_env:
-        raise ConfigError(f"{where}api_key: missing (set api_key or api_key_env)")
+    key_file = _opt(item, where + "api_key_file", str)
+    given = [
+        k for k, v in (("api_key", key), ("api_key_env", key_env), ("api_key_file", key_file)) if v
+    ]
+    if len(given) > 1:
+        raise ConfigError(f"{where}{given[1]}: set only one of api_key, api_key_env, api_key_file")
+    if not given:
+        raise ConfigError(f"{where}api_key: missing (set api_key, api_key_env or api_key_file)")
     if key_env:
         key = env.get(key_env) or None
+    if key_file:
+        secret_path = Path(key_file) if Path(key_file).is_absolute() else base / key_file
+        try:
+            key = secret_path.read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise ConfigError(
+                f"{where}api_key_file: cannot read {secret_path}: {exc.strerror}"
+            ) from None
+        if key is None:
+            raise ConfigError(f"{where}api_key_file: {secret_path} is empty")
     auth = _opt(item, where + "auth", str) or "shop"
     if auth not in ("shop", "bearer"):
         raise ConfigError(f'{where}auth: must be "shop" or "bearer", not {auth!r}')

@@ -12,7 +12,13 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from syncer.commands import describe_summary, format_status, open_store, run_source
+from syncer.commands import (
+    describe_summary,
+    format_status,
+    open_store,
+    run_source,
+    status_record,
+)
 from syncer.config import Config, DatabaseConfig, ExportConfig, Secret, SourceConfig
 from syncer.dates import utc_now
 from syncer.simulator import SimulatorConfig, SimulatorState, serve
@@ -76,7 +82,8 @@ async def run_demo(order_count: int) -> int:
             )
 
             _step("syncer status")
-            print(format_status(await store.status([source.name])))
+            [row] = await store.status([source.name])
+            print(format_status([status_record(row, source, utc_now())]))
 
         async with open_pool(database, size=1) as pool, pool.acquire() as conn:
             _step("check: the database equals the simulator's truth")

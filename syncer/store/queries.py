@@ -164,11 +164,21 @@ SELECT s.source, st.watermark, now() - st.watermark AS lag,
        r.started_at, r.finished_at, r.error,
        (SELECT tracking_id FROM sync_exports e WHERE e.source = s.source AND e.status = 'requested')
            AS export_in_flight,
-       (SELECT count(*) FROM orders o WHERE o.source = s.source) AS orders_stored
+       (SELECT count(*) FROM orders o WHERE o.source = s.source) AS orders_stored,
+       (SELECT count(*) FROM order_patches p WHERE p.source = s.source
+            AND p.status IN ('pending', 'sent')) AS patches_pending
 FROM unnest($1::text[]) AS s(source)
 LEFT JOIN sync_state st ON st.source = s.source
 LEFT JOIN LATERAL (
     SELECT * FROM sync_runs r WHERE r.source = s.source ORDER BY r.run_id DESC LIMIT 1
 ) r ON true
 ORDER BY s.source
+"""
+
+RUNS = """
+SELECT run_id, source, mode, status, window_start, window_end, tracking_id, exports_done,
+       exports_total, chunks, orders, orders_changed, lines, bytes, started_at, finished_at,
+       finished_at - started_at AS duration, error
+FROM sync_runs WHERE ($1::text IS NULL OR source = $1)
+ORDER BY run_id DESC LIMIT $2
 """

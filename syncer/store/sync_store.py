@@ -54,6 +54,7 @@ class SourceStatus:
     error: str | None
     export_in_flight: str | None
     orders_stored: int
+    patches_pending: int
 
 
 @asynccontextmanager
@@ -198,6 +199,11 @@ class SyncStore:
     async def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
         async with _translated():
             await self._pool.execute(q.FINISH_RUN, run_id, status, error)
+
+    async def runs(self, source: str | None, limit: int) -> list[dict[str, Any]]:
+        """The most recent runs, newest first."""
+        async with _translated():
+            return [dict(row) for row in await self._pool.fetch(q.RUNS, source, limit)]
 
     async def status(self, sources: Sequence[str]) -> list[SourceStatus]:
         async with _translated():
