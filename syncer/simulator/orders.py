@@ -65,6 +65,43 @@ def _address(rng: random.Random, first: str, last: str) -> dict[str, Any]:
     }
 
 
+def _refunds(
+    rng: random.Random, state: str, order_id: str, index: int, unit: int, created: datetime
+) -> list[dict[str, Any]]:
+    if state not in ("RECEIVED", "CLOSED") or rng.random() > 0.15:
+        return []
+    return [
+        {
+            "id": f"R-{order_id}-{index}",
+            "amount": money(unit),
+            "quantity": 1,
+            "reason_code": rng.choice(["DAMAGED", "NOT_AS_DESCRIBED", "LATE"]),
+            "state": "REFUNDED",
+            "created_date": iso(created + timedelta(days=9)),
+            "shipping_amount": 0,
+            "commission_amount": money(unit * 12 // 100),
+        }
+    ]
+
+
+def _cancelations(
+    state: str, order_id: str, index: int, unit: int, qty: int, created: datetime
+) -> list[dict[str, Any]]:
+    if state != "CANCELED":
+        return []
+    return [
+        {
+            "id": f"C-{order_id}-{index}",
+            "amount": money(unit * qty),
+            "quantity": qty,
+            "reason_code": "SHOP_CANCELED",
+            "created_date": iso(created + timedelta(hours=5)),
+            "shipping_amount": 0,
+            "commission_amount": money(unit * qty * 12 // 100),
+        }
+    ]
+
+
 def make_order(
     rng: random.Random, number: int, created: datetime, shop_id: int = 2001
 ) -> dict[str, Any]:
@@ -125,8 +162,8 @@ def make_order(
                     {"amount": money(ship * 20 // 120), "code": "TVA-20", "rate": 20.0}
                 ],
                 "fees": [],
-                "refunds": [],
-                "cancelations": [],
+                "refunds": _refunds(rng, state, order_id, index, unit, created),
+                "cancelations": _cancelations(state, order_id, index, unit, qty, created),
                 "promotions": [],
                 "order_line_additional_fields": [
                     {"code": "gift-wrap", "type": "BOOLEAN", "value": rng.choice(["true", "false"])}
