@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# mirakl-order-sync: `syncer run` as a service. Config is mounted at
-# /etc/syncer/config.toml (or set SYNCER_CONFIG); secrets come from env vars
-# named by api_key_env; SYNCER_DATABASE_DSN overrides the DSN.
+# mirakl-order-sync: `syncer run` as a service.
+#   config:   mount it at /etc/syncer/config.toml (or set SYNCER_CONFIG)
+#   secrets:  env vars named by api_key_env, or files named by api_key_file
+#   database: SYNCER_DATABASE_DSN overrides [database] dsn
+#   port 9108: /metrics, /healthz, /readyz ([service] metrics_port)
 
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -14,12 +16,12 @@ FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 syncer
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-USER syncer
+USER 10001
 WORKDIR /home/syncer
 ENV SYNCER_CONFIG=/etc/syncer/config.toml \
     PYTHONUNBUFFERED=1
-# Healthy while the database answers and its schema is migrated.
-HEALTHCHECK --interval=60s --timeout=30s --start-period=30s --retries=3 \
-    CMD ["syncer", "status"]
+EXPOSE 9108
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9108/healthz', timeout=4)"]
 ENTRYPOINT ["syncer"]
 CMD ["run"]

@@ -14,9 +14,11 @@ from syncer.config import Config, SourceConfig
 from syncer.dates import utc_now
 from syncer.errors import ConfigError, MigrationError, RunSkipped, SyncerError
 from syncer.log import get_logger
+from syncer.metrics import METRICS
 from syncer.mirakl import open_client
 from syncer.pipeline.push import PushRun, PushSummary
 from syncer.pipeline.run import RunSummary, SyncRun
+from syncer.progress import TerminalProgress
 from syncer.redact import redact_dsn
 from syncer.report import format_table, human_duration, moment, to_json
 from syncer.store.db import open_pool
@@ -59,8 +61,20 @@ async def run_source(
 ) -> RunSummary:
     """One run of one source with its own HTTP session."""
     async with open_client(source, config.http) as client:
-        runner = SyncRun(source, config.export, config.http, client, store)
-        return await runner.run(mode, since)
+        runner = SyncRun(
+            source,
+            config.export,
+            config.http,
+            client,
+            store,
+            on_finished=METRICS.record_run,
+            on_progress=TerminalProgress(),
+        )
+        try:
+            return await runner.run(mode, since)
+        except RunSkipped:
+            METRICS.record_skip(source.name, mode)
+            raise
 
 
 async def _run_each(config: Config, name: str | None, mode: str, since: datetime | None) -> int:
@@ -105,7 +119,9 @@ async def resync(config: Config, name: str | None, since: datetime | None) -> in
 async def push_source(config: Config, pool: asyncpg.Pool, source: SourceConfig) -> PushSummary:
     """Send the source's pending order patches (OR04) with its own HTTP session."""
     async with open_client(source, config.http) as client:
-        return await PushRun(source, config.push, client, OutboxStore(pool)).run()
+        summary = await PushRun(source, config.push, client, OutboxStore(pool)).run()
+    METRICS.record_push(summary)
+    return summary
 
 
 async def push(config: Config, name: str | None) -> int:

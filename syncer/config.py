@@ -62,6 +62,12 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class ServiceConfig:
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9108  # /metrics, /healthz, /readyz of `syncer run`; 0 turns them off
+
+
+@dataclass(frozen=True)
 class PushConfig:
     min_interval_seconds: float = 60.0  # OR04: at most one call a minute per account
     interval_seconds: float = 60.0  # how often `syncer run` looks at the outbox
@@ -98,6 +104,7 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
     sources: tuple[SourceConfig, ...] = ()
     path: Path | None = None
 
@@ -137,7 +144,7 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
 
 def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None = None) -> Config:
     """Validate a TOML document already parsed into a dict."""
-    _reject_unknown(data, "", {"database", "export", "http", "push", "sources"})
+    _reject_unknown(data, "", {"database", "export", "http", "push", "service", "sources"})
     base = path.parent if path else Path.cwd()
     db = _table(data, "database")
     _reject_unknown(db, "database.", {"dsn", "schema", "data_dir"})
@@ -197,6 +204,16 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
         max_attempts=push_attempts or 5,
     )
 
+    sv = _table(data, "service")
+    _reject_unknown(sv, "service.", {"metrics_host", "metrics_port"})
+    port = _opt(sv, "service.metrics_port", int)
+    if port is not None and not 0 <= port <= 65535:
+        raise ConfigError(f"service.metrics_port: must be between 0 and 65535, got {port}")
+    service = ServiceConfig(
+        metrics_host=_opt(sv, "service.metrics_host", str) or "0.0.0.0",
+        metrics_port=9108 if port is None else port,
+    )
+
     raw_sources = data.get("sources", [])
     if not isinstance(raw_sources, list):
         raise ConfigError("sources: must be an array of tables ([[sources]])")
@@ -206,7 +223,13 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
         if names.count(name) > 1:
             raise ConfigError(f"sources: name {name!r} is used twice")
     return Config(
-        database=database, export=export, http=http, push=push, sources=sources, path=path
+        database=database,
+        export=export,
+        http=http,
+        push=push,
+        service=service,
+        sources=sources,
+        path=path,
     )
 
 

@@ -1,22 +1,29 @@
-"""The long-running service: one APScheduler job per source, clean shutdown on SIGTERM/SIGINT."""
+"""The long-running service: per source, a differential sync every `interval_minutes` and an
+OR04 push every `push.interval_seconds` (APScheduler 3.x), the /metrics, /healthz and
+/readyz endpoints, and a clean shutdown on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
 from syncer.config import Config, SourceConfig
-from syncer.errors import RunSkipped, SyncerError
+from syncer.errors import ConfigError, RunSkipped, SyncerError
+from syncer.health import build_health_app, serve_health
 from syncer.log import get_logger
+from syncer.metrics import METRICS
 from syncer.store.sync_store import SyncStore
 
 
 async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | None = None) -> None:
-    """Run differential syncs on schedule until `stop` is set (or SIGTERM/SIGINT)."""
+    """Run the scheduled jobs until `stop` is set (or SIGTERM/SIGINT)."""
     from syncer.commands import describe_summary, push_source, run_source
 
     stop = stop or asyncio.Event()
@@ -24,72 +31,81 @@ async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | No
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     log = get_logger()
-    running: set[asyncio.Task[object]] = set()
+    running: set[asyncio.Task[Any]] = set()
 
-    async def scheduled_run(source: SourceConfig) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        running.add(task)
-        try:
-            summary = await run_source(config, store, source, "differential")
-            log.info("scheduled_run_done", source=source.name, summary=describe_summary(summary))
-        except RunSkipped as exc:
-            log.info("run_skipped", source=source.name, reason=str(exc))
-        except SyncerError as exc:
-            log.error("scheduled_run_failed", source=source.name, error=str(exc))
-        finally:
-            running.discard(task)
+    def tracked(kind: str, work: Callable[[SourceConfig], Awaitable[str | None]]) -> Any:
+        """A job that registers its task (so shutdown can cancel it) and logs its outcome."""
 
-    async def scheduled_push(source: SourceConfig) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        running.add(task)
-        try:
-            summary = await push_source(config, store.pool, source)
-            if summary.calls or summary.rejected:
-                log.info("scheduled_push_done", source=source.name, summary=summary.describe())
-        except RunSkipped as exc:
-            log.info("push_skipped", source=source.name, reason=str(exc))
-        except SyncerError as exc:
-            log.error("scheduled_push_failed", source=source.name, error=str(exc))
-        finally:
-            running.discard(task)
+        async def job(source: SourceConfig) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            running.add(task)
+            try:
+                outcome = await work(source)
+                if outcome:
+                    log.info(f"scheduled_{kind}_done", source=source.name, summary=outcome)
+            except RunSkipped as exc:
+                log.info(f"{kind}_skipped", source=source.name, reason=str(exc))
+            except SyncerError as exc:
+                log.error(f"scheduled_{kind}_failed", source=source.name, error=str(exc))
+            finally:
+                running.discard(task)
+
+        return job
+
+    async def sync(source: SourceConfig) -> str:
+        return describe_summary(await run_source(config, store, source, "differential"))
+
+    async def push(source: SourceConfig) -> str | None:
+        summary = await push_source(config, store.pool, source)
+        return summary.describe() if summary.calls or summary.rejected else None
 
     scheduler = AsyncIOScheduler(timezone=UTC)
     for source in config.sources:
-        scheduler.add_job(
-            scheduled_run,
-            IntervalTrigger(minutes=source.interval_minutes, timezone=UTC),
-            args=[source],
-            id=f"sync:{source.name}",
-            name=f"differential sync of {source.name}",
-            next_run_time=datetime.now(UTC),
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=None,
-        )
-        scheduler.add_job(
-            scheduled_push,
-            IntervalTrigger(seconds=config.push.interval_seconds, timezone=UTC),
-            args=[source],
-            id=f"push:{source.name}",
-            name=f"OR04 push of {source.name}",
-            next_run_time=datetime.now(UTC),
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=None,
-        )
-    scheduler.start()
-    log.info("service_started", sources=[s.name for s in config.sources])
+        for kind, work, trigger in (
+            ("run", sync, IntervalTrigger(minutes=source.interval_minutes, timezone=UTC)),
+            ("push", push, IntervalTrigger(seconds=config.push.interval_seconds, timezone=UTC)),
+        ):
+            scheduler.add_job(
+                tracked(kind, work),
+                trigger,
+                args=[source],
+                id=f"{kind}:{source.name}",
+                next_run_time=datetime.now(UTC),
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
+    async with AsyncExitStack() as stack:
+        if config.service.metrics_port:
+            await _start_endpoints(config, store, stack, lambda: bool(scheduler.running))
+        scheduler.start()
+        log.info("service_started", sources=[s.name for s in config.sources])
+        try:
+            await stop.wait()
+        finally:
+            log.info("service_stopping", runs_in_flight=len(running))
+            scheduler.shutdown(wait=False)
+            for task in list(running):
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            log.info("service_stopped")
+
+
+async def _start_endpoints(
+    config: Config, store: SyncStore, stack: AsyncExitStack, scheduler_running: Callable[[], bool]
+) -> None:
+    host, port = config.service.metrics_host, config.service.metrics_port
+    app = build_health_app(store, [s.name for s in config.sources], METRICS, scheduler_running)
     try:
-        await stop.wait()
-    finally:
-        log.info("service_stopping", runs_in_flight=len(running))
-        scheduler.shutdown(wait=False)
-        for task in list(running):
-            task.cancel()
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-        log.info("service_stopped")
+        bound = await stack.enter_async_context(serve_health(app, host, port))
+    except OSError as exc:
+        raise ConfigError(
+            f"service.metrics_port: cannot listen on {host}:{port}: {exc.strerror}"
+        ) from None
+    get_logger().info(
+        "endpoints_listening", host=host, port=bound, paths=["/metrics", "/healthz", "/readyz"]
+    )

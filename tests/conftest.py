@@ -123,7 +123,14 @@ def make_config(
 
 
 def write_config(
-    path: Path, *, dsn: str, schema: str, base_url: str, api_key: str, extra: str = ""
+    path: Path,
+    *,
+    dsn: str,
+    schema: str,
+    base_url: str,
+    api_key: str,
+    extra: str = "",
+    metrics_port: int = 0,
 ) -> Path:
     """A TOML config file as a person would write it."""
     path.write_text(
@@ -138,6 +145,9 @@ poll_timeout_minutes = 1
 
 [push]
 min_interval_seconds = 0.3
+
+[service]
+metrics_port = {metrics_port}
 
 [http]
 max_attempts = 3

@@ -107,3 +107,25 @@ def test_config_example_is_valid_and_documents_every_key() -> None:
             assert re.search(rf"^#? ?{field.name} =", text, re.M), (
                 f"{table.__name__}.{field.name} is not documented"
             )
+
+
+def test_progress_line_on_a_terminal_only() -> None:
+    """On a TTY the run shows export k/n, chunk i/m, orders/s and an ETA; elsewhere nothing."""
+    import io
+
+    from syncer.pipeline.run import Progress
+    from syncer.progress import TerminalProgress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    step = Progress(
+        "shop", "full", export=2, exports=3, chunk=1, chunks=2, orders=5000, elapsed_s=10.0
+    )
+    TerminalProgress(tty)(step)
+    TerminalProgress(pipe)(step)
+    line = tty.getvalue()
+    assert "export 2/3, chunk 1/2, 5,000 orders, 500 orders/s, 50%, ETA 10s" in line
+    assert pipe.getvalue() == ""

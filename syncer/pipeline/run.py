@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -140,6 +140,36 @@ class RunSummary:
     status: str = "running"
     error: str | None = None
     watermark: datetime | None = None
+    # Seconds spent per stage: export_wait (OR13 + OR14), download (OR15 + parse + COPY), merge.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    exports_total: int = 1
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+    def add_stage(self, stage: str, seconds: float) -> None:
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run is, for a progress display: export k of n, chunk i of m, orders so far."""
+
+    source: str
+    mode: str
+    export: int
+    exports: int
+    chunk: int
+    chunks: int
+    orders: int
+    elapsed_s: float
+
+    @property
+    def fraction(self) -> float:
+        per_export = (self.chunk / self.chunks) if self.chunks else 1.0
+        return min(1.0, ((self.export - 1) + per_export) / max(self.exports, 1))
+
+    @property
+    def eta_s(self) -> float | None:
+        return self.elapsed_s * (1 - self.fraction) / self.fraction if self.fraction > 0 else None
 
 
 @dataclass
@@ -159,6 +189,10 @@ class SyncRun:
     store: RunStore
     clock: Callable[[], datetime] = utc_now
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    # Told about every finished run, succeeded or not (metrics).
+    on_finished: Callable[[RunSummary], None] | None = None
+    # Told where the run is after each chunk (a progress line on a terminal).
+    on_progress: Callable[[Progress], None] | None = None
 
     async def run(self, mode: str, since: datetime | None = None) -> RunSummary:
         """Take the source's lock, plan and load; the summary says what was done."""
@@ -206,7 +240,7 @@ class SyncRun:
         name = self.source.name
         overall = Window(min(j.window.start for j in jobs), max(j.window.end for j in jobs))
         run_id = await self.store.begin_run(name, mode, overall.start, overall.end, len(jobs))
-        summary = RunSummary(run_id, name, mode, overall)
+        summary = RunSummary(run_id, name, mode, overall, exports_total=len(jobs))
         with log_context(source=name, run_id=run_id):
             return await self._execute_logged(jobs, summary)
 
@@ -225,6 +259,7 @@ class SyncRun:
             )
             summary.duration_s = time.monotonic() - started
             await asyncio.shield(self._close_failed_run(summary))
+            self._finished(summary)
             log.error(
                 "run_failed" if summary.status == "failed" else "run_interrupted",
                 error=summary.error,
@@ -235,6 +270,7 @@ class SyncRun:
         summary.duration_s = time.monotonic() - started
         summary.watermark = await self.store.watermark(name)
         await self.store.finish_run(run_id, "succeeded")
+        self._finished(summary)
         log.info(
             "run_finished",
             exports=summary.exports,
@@ -247,6 +283,10 @@ class SyncRun:
             watermark=summary.watermark.isoformat() if summary.watermark else None,
         )
         return summary
+
+    def _finished(self, summary: RunSummary) -> None:
+        if self.on_finished is not None:
+            self.on_finished(summary)
 
     async def _close_failed_run(self, summary: RunSummary) -> None:
         try:
@@ -274,17 +314,23 @@ class SyncRun:
     async def _load_and_merge(self, job: ExportJob, summary: RunSummary, tracking_id: str) -> None:
         log = get_logger()
         try:
+            stage_started = time.monotonic()
             urls = await self._wait_completed(tracking_id)
+            summary.add_stage("export_wait", time.monotonic() - stage_started)
             counter = _ChunkCounter()
+            stage_started = time.monotonic()
             for index, url in enumerate(urls):
                 await self._load_chunk(
                     summary.run_id, index, url, counter, f"{index + 1}/{len(urls)}"
                 )
+                self._progress(summary, index + 1, len(urls), counter.orders)
+            summary.add_stage("download", time.monotonic() - stage_started)
         except ExportTimeout:
             raise  # still running on Mirakl's side: the next run resumes it
         except (ExportFailed, ChunkInvalid) as exc:
             await self.store.close_export(tracking_id, "failed", _one_line(exc))
             raise
+        stage_started = time.monotonic()
         result = await self.store.merge_export(
             run_id=summary.run_id,
             source=self.source.name,
@@ -293,6 +339,7 @@ class SyncRun:
             bytes_read=counter.bytes,
             watermark_to=job.moves_watermark_to,
         )
+        summary.add_stage("merge", time.monotonic() - stage_started)
         summary.exports += 1
         summary.chunks += len(urls)
         summary.orders += result.orders_received
@@ -326,6 +373,22 @@ class SyncRun:
         )
         get_logger().info("export_requested", tracking_id=tracking_id, window=str(job.window))
         return tracking_id
+
+    def _progress(self, summary: RunSummary, chunk: int, chunks: int, orders: int) -> None:
+        if self.on_progress is None:
+            return
+        self.on_progress(
+            Progress(
+                summary.source,
+                summary.mode,
+                summary.exports + 1,
+                summary.exports_total,
+                chunk,
+                chunks,
+                summary.orders + orders,
+                time.monotonic() - summary.started_monotonic,
+            )
+        )
 
     async def _start_export(self, window: Window) -> str:
         """OR13; while Mirakl says another export runs (one we did not record), wait for it."""

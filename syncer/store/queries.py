@@ -182,3 +182,11 @@ SELECT run_id, source, mode, status, window_start, window_end, tracking_id, expo
 FROM sync_runs WHERE ($1::text IS NULL OR source = $1)
 ORDER BY run_id DESC LIMIT $2
 """
+
+FRESHNESS = """
+SELECT s.source, st.watermark,
+       (SELECT max(finished_at) FROM sync_runs r WHERE r.source = s.source AND r.status = 'succeeded')
+           AS last_success
+FROM unnest($1::text[]) AS s(source)
+LEFT JOIN sync_state st ON st.source = s.source
+"""

@@ -200,6 +200,24 @@ class SyncStore:
         async with _translated():
             await self._pool.execute(q.FINISH_RUN, run_id, status, error)
 
+    async def freshness(
+        self, sources: Sequence[str]
+    ) -> tuple[dict[str, datetime | None], dict[str, datetime | None]]:
+        """Per source: the watermark, and when the last successful run ended."""
+        async with _translated():
+            rows = await self._pool.fetch(q.FRESHNESS, list(sources))
+        return (
+            {r["source"]: r["watermark"] for r in rows},
+            {r["source"]: r["last_success"] for r in rows},
+        )
+
+    async def ping(self) -> int:
+        """Round trip to the database; the number of pending migrations."""
+        from syncer.store.migrate import pending_migrations
+
+        async with _translated(), self._pool.acquire() as conn:
+            return await pending_migrations(conn, self._schema)
+
     async def runs(self, source: str | None, limit: int) -> list[dict[str, Any]]:
         """The most recent runs, newest first."""
         async with _translated():
