@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--orders", type=int, default=1000, help="orders to seed (default 1000)")
     sim.add_argument("--api-key", default="sim-secret-key")
     sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--days", type=float, default=730.0, help="spread orders over this many days")
+    sim.add_argument("--pending-polls", type=int, default=2, help="OR14 polls answered PENDING")
     demo = commands.add_parser(
         "demo", parents=[common], help="simulator + embedded Postgres, end to end"
     )
@@ -141,7 +143,15 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
     command: str = args.command
     if command == "simulator":
-        await commands.simulator(args.host, args.port, args.orders, args.api_key, args.seed)
+        await commands.simulator(
+            args.host,
+            args.port,
+            args.orders,
+            args.api_key,
+            args.seed,
+            args.days,
+            args.pending_polls,
+        )
         return 0
     if command == "demo":
         return await commands.demo(args.orders)

@@ -284,12 +284,14 @@ async def serve(config: Config) -> int:
     return 0
 
 
-async def simulator(host: str, port: int, orders: int, api_key: str, seed: int) -> None:
+async def simulator(
+    host: str, port: int, orders: int, api_key: str, seed: int, days: float, pending_polls: int
+) -> None:
     from syncer.simulator import SimulatorConfig, SimulatorState
     from syncer.simulator.app import serve_forever
 
-    state = SimulatorState(SimulatorConfig(api_key=api_key, seed=seed))
-    state.seed_orders(orders)
+    state = SimulatorState(SimulatorConfig(api_key=api_key, seed=seed, pending_polls=pending_polls))
+    state.seed_orders(orders, days=days)
     await serve_forever(state, host, port)
 
 

@@ -52,10 +52,11 @@ CLEAR_STAGING_OF_RUN = "DELETE FROM staged_orders WHERE run_id = $1"
 
 STAGED_COLUMNS = ("run_id", "chunk", "position", "order_id", "last_updated_date", "raw")
 
-# The newest version of each order in this run's staging (ties: the later in the export).
+# Which staged copy of each order wins: the newest (ties: the later in the export).
+# Only keys are sorted; the raw documents stay in staging and are joined in afterwards.
 CREATE_INCOMING = """
 CREATE TEMP TABLE incoming ON COMMIT DROP AS
-SELECT DISTINCT ON (order_id) order_id, last_updated_date, raw
+SELECT DISTINCT ON (order_id) order_id, chunk, position, last_updated_date
 FROM staged_orders WHERE run_id = $1
 ORDER BY order_id, last_updated_date DESC, chunk DESC, position DESC
 """
@@ -80,7 +81,9 @@ WITH upserted AS (
         r->>'payment_workflow', r->'customer'->>'customer_id', r->>'shipping_type_code',
         r->>'shipping_zone_code', (r->>'has_incident')::boolean, (r->>'fully_refunded')::boolean,
         r, $1, now()
-    FROM incoming i, LATERAL (SELECT i.raw AS r) x
+    FROM incoming i
+    JOIN staged_orders s ON s.run_id = $1 AND s.chunk = i.chunk AND s.position = i.position,
+    LATERAL (SELECT s.raw AS r) x
     ON CONFLICT (source, order_id) DO UPDATE SET
         commercial_id = EXCLUDED.commercial_id, order_state = EXCLUDED.order_state,
         order_state_reason_code = EXCLUDED.order_state_reason_code, shop_id = EXCLUDED.shop_id,
@@ -124,8 +127,9 @@ SELECT $1, e->>'order_line_id', i.order_id, (e->>'order_line_index')::integer,
     (e->>'received_date')::timestamptz, e
 FROM changed c
 JOIN incoming i USING (order_id)
+JOIN staged_orders s ON s.run_id = $2 AND s.chunk = i.chunk AND s.position = i.position
 CROSS JOIN LATERAL jsonb_array_elements(
-    CASE WHEN jsonb_typeof(i.raw->'order_lines') = 'array' THEN i.raw->'order_lines' ELSE '[]'::jsonb END
+    CASE WHEN jsonb_typeof(s.raw->'order_lines') = 'array' THEN s.raw->'order_lines' ELSE '[]'::jsonb END
 ) AS e
 ON CONFLICT (source, order_line_id) DO UPDATE SET
     order_id = EXCLUDED.order_id, order_line_index = EXCLUDED.order_line_index,

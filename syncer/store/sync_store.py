@@ -180,12 +180,17 @@ class SyncStore:
     ) -> MergeResult:
         """One transaction: staged orders -> orders/order_lines, export closed, watermark moved."""
         async with _translated(), self._pool.acquire() as conn, conn.transaction():
+            # A big one-off statement per export: JIT compiling costs more than it saves,
+            # and fresh temp tables need statistics for the planner to hash the small side.
+            await conn.execute("SET LOCAL work_mem = '64MB'; SET LOCAL jit = off")
             await conn.execute(q.CREATE_INCOMING, run_id)
+            await conn.execute("ANALYZE incoming")
             received: int = await conn.fetchval(q.COUNT_INCOMING)
             await conn.execute(q.UPSERT_ORDERS, run_id, source)
+            await conn.execute("ANALYZE changed")
             changed: int = await conn.fetchval("SELECT count(*) FROM changed")
             await conn.execute(q.DELETE_CHANGED_LINES, source)
-            status = await conn.execute(q.INSERT_CHANGED_LINES, source)
+            status = await conn.execute(q.INSERT_CHANGED_LINES, source, run_id)
             lines = int(status.rsplit(" ", 1)[-1])
             await conn.execute(q.CLEAR_STAGING_OF_RUN, run_id)
             await conn.execute(q.CLOSE_EXPORT, tracking_id, "merged", None)
