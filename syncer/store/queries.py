@@ -83,7 +83,9 @@ WITH upserted AS (
         r, $1, now()
     FROM incoming i
     JOIN staged_orders s ON s.run_id = $1 AND s.chunk = i.chunk AND s.position = i.position,
-    LATERAL (SELECT s.raw AS r) x
+    -- Detoast each document once (`|| '{}'` makes an in-memory copy; OFFSET 0 keeps the
+    -- planner from inlining it), not once per extracted field: half the merge's time.
+    LATERAL (SELECT s.raw || '{}'::jsonb AS r OFFSET 0) x
     ON CONFLICT (source, order_id) DO UPDATE SET
         commercial_id = EXCLUDED.commercial_id, order_state = EXCLUDED.order_state,
         order_state_reason_code = EXCLUDED.order_state_reason_code, shop_id = EXCLUDED.shop_id,

@@ -1,0 +1,1 @@
+"""The benchmark: end-to-end throughput and peak memory against a ceiling and baselines."""

@@ -1,0 +1,179 @@
+"""The benchmark: one command, one table.
+
+    python -m bench.run [--orders 100000] [--skip-dlt] [--big-chunk]
+
+Seeds the simulator (its own process, on loopback) with N orders, then runs on
+the same export and the same PostgreSQL, each in its own process:
+  syncer     `syncer resync --full` end to end (HTTP -> stream parse -> COPY -> merge)
+  ceiling    the same rows pre-built in memory, COPY + the same merge SQL
+  naive      json.loads + executemany upserts
+  dlt        dlt (merge on order_id, default normalisation)
+and prints orders/s, MB/s, peak RSS and the ratios. `--big-chunk` also loads one
+export cut as a single chunk of about 1 GB and reports the worker's peak RSS.
+Numbers swing run to run on shared machines: compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # noqa: F401  (fail early if the project is not installed)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def measure_child(command: list[str], env: dict[str, str] | None = None) -> tuple[str, str, float]:
+    """Run a child, wait4 for it, return (stdout, stderr, peak RSS MB) of that child alone."""
+    out_file = tempfile.TemporaryFile(mode="w+")
+    err_file = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(command, stdout=out_file, stderr=err_file, text=True, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out_file.seek(0)
+    err_file.seek(0)
+    out, err = out_file.read(), err_file.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:5])} failed ({proc.returncode}):\n{err[-3000:]}")
+    return out, err, usage.ru_maxrss / 1024
+
+
+def start_simulator(orders: int, days: float, extra: list[str]) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncer", "simulator", "--port", str(port), "--orders", str(orders),
+         "--days", str(days), "--pending-polls", "0", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening" not in line:
+        raise SystemExit(f"simulator did not start: {line}{proc.stderr.read() if proc.stderr else ''}")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def fresh_schema(dsn: str, schema: str) -> None:
+    subprocess.run(["psql", dsn, "-qc", f"DROP SCHEMA IF EXISTS {schema} CASCADE"], check=True, capture_output=True)
+
+
+def write_config(path: Path, dsn: str, schema: str, sim: str, since: str, mb_per_chunk: int | None) -> None:
+    chunking = f"megabytes_per_chunk = {mb_per_chunk}\n" if mb_per_chunk else ""
+    path.write_text(
+        f'[database]\ndsn = "{dsn}"\nschema = "{schema}"\n'
+        f"[export]\npoll_interval_seconds = 0.2\n{chunking}"
+        "[service]\nmetrics_port = 0\n"
+        f'[[sources]]\nname = "bench"\nbase_url = "{sim}"\napi_key = "sim-secret-key"\n'
+        f"start_date = {since}\n"
+    )
+
+
+def syncer_e2e(dsn: str, schema: str, sim: str, days: float, mb_per_chunk: int | None = None) -> dict[str, Any]:
+    since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - (days + 1) * 86400))
+    fresh_schema(dsn, schema)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "bench.toml"
+        write_config(config, dsn, schema, sim, since, mb_per_chunk)
+        base = [sys.executable, "-m", "syncer", "--config", str(config), "--log-format", "json"]
+        measure_child([*base, "migrate"])
+        out, err, rss = measure_child([*base, "resync", "--full"])
+    match = re.search(r"(\d+) orders .* ([\d.]+) MB in ([\d.]+)s", out)
+    if not match:
+        raise SystemExit(f"unexpected output: {out}")
+    orders, mb, seconds = int(match.group(1)), float(match.group(2)), float(match.group(3))
+    stages = {}
+    for line in err.splitlines():
+        if '"export_merged"' in line or '"run_finished"' in line:
+            stages.update({k: v for k, v in json.loads(line).items() if k.endswith("_s")})
+    return {"name": "syncer", "orders": orders, "seconds": seconds, "bytes": mb * 1e6, "rss_mb": rss, "stages": stages}
+
+
+def contender(name: str, dsn: str, schema: str, sim: str, days: float) -> dict[str, Any]:
+    fresh_schema(dsn, schema)
+    measure_child([sys.executable, "-m", "syncer", "--config", "/dev/null", "migrate"],
+                  env={**os.environ, "SYNCER_DATABASE_DSN": dsn, "SYNCER_DATABASE_SCHEMA": schema})  # fmt: skip
+    if name == "dlt":
+        fresh_schema(dsn, schema)  # dlt creates its own tables
+    out, _, rss = measure_child(
+        [sys.executable, "-m", "bench.contenders", name, "--dsn", dsn, "--schema", schema, "--sim", sim, "--days", str(days)]
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    result["rss_mb"] = rss
+    return result
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    by = {r["name"]: r for r in results}
+    ceiling = by.get("ceiling")
+    dlt = by.get("dlt")
+    lines = [
+        "| contender | orders | seconds | orders/s | MB/s | peak RSS MB | vs ceiling | vs dlt |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        rate = r["orders"] / r["seconds"]
+        vs_ceiling = f"{rate / (ceiling['orders'] / ceiling['seconds']):.0%}" if ceiling else "-"
+        vs_dlt = f"{rate / (dlt['orders'] / dlt['seconds']):.1f}x" if dlt else "-"
+        lines.append(
+            f"| {r['name']} | {r['orders']:,} | {r['seconds']:.1f} | {rate:,.0f} | "
+            f"{r['bytes'] / 1e6 / r['seconds']:.1f} | {r['rss_mb']:.0f} | {vs_ceiling} | {vs_dlt} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=100_000)
+    parser.add_argument("--dsn", default=os.environ.get("SYNCER_BENCH_DSN", DEFAULT_DSN))
+    parser.add_argument("--skip-dlt", action="store_true")
+    parser.add_argument("--big-chunk", action="store_true", help="also a ~1 GB single-chunk export")
+    parser.add_argument("--big-orders", type=int, default=190_000, help="orders for --big-chunk (~1 GB)")
+    args = parser.parse_args()
+    days = 300.0
+
+    started = time.perf_counter()
+    sim, url = start_simulator(args.orders, days, [])
+    print(f"simulator: {args.orders:,} orders ready in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    try:
+        results = [syncer_e2e(args.dsn, "bench_syncer", url, days)]
+        print(f"syncer: {results[-1]}", file=sys.stderr)
+        for name in ["ceiling", "naive"] + ([] if args.skip_dlt else ["dlt"]):
+            results.append(contender(name, args.dsn, f"bench_{name}", url, days))
+            print(f"{name}: {results[-1]}", file=sys.stderr)
+    finally:
+        sim.terminate()
+        sim.wait()
+    print(table(results))
+    stages = results[0]["stages"]
+    print(f"\nsyncer stages (s): {json.dumps(stages)}")
+
+    if args.big_chunk:
+        sim, url = start_simulator(args.big_orders, days, [])
+        try:
+            big = syncer_e2e(args.dsn, "bench_big", url, days, mb_per_chunk=1024)
+        finally:
+            sim.terminate()
+            sim.wait()
+        print(
+            f"\none chunk of {big['bytes'] / 1e6:,.0f} MB ({big['orders']:,} orders): "
+            f"{big['orders'] / big['seconds']:,.0f} orders/s, worker peak RSS {big['rss_mb']:.0f} MB"
+        )
+
+
+if __name__ == "__main__":
+    main()
