@@ -34,16 +34,24 @@ async def ceiling(args: argparse.Namespace) -> dict[str, Any]:
         size += len(body)
         for position, order in enumerate(orjson.loads(body)["orders"]):
             raw = orjson.dumps(order).decode()
-            rows.append((1, 0, position, order["order_id"], parse_instant(order["last_updated_date"]), raw))
-    pool = await asyncpg.create_pool(args.dsn, min_size=2, max_size=2, server_settings={"search_path": args.schema})
+            rows.append(
+                (1, 0, position, order["order_id"], parse_instant(order["last_updated_date"]), raw)
+            )
+    pool = await asyncpg.create_pool(
+        args.dsn, min_size=2, max_size=2, server_settings={"search_path": args.schema}
+    )
     await pool.execute(
         "INSERT INTO sync_runs (run_id, source, mode, window_start, window_end) VALUES (1, 'bench', 'full', now(), now())"
     )
-    await pool.execute("INSERT INTO sync_exports (tracking_id, source, run_id, mode, window_start, window_end) VALUES ('t', 'bench', 1, 'full', now(), now())")
+    await pool.execute(
+        "INSERT INTO sync_exports (tracking_id, source, run_id, mode, window_start, window_end) VALUES ('t', 'bench', 1, 'full', now(), now())"
+    )
     store = SyncStore(pool, args.schema)
     started = time.perf_counter()
     await store.stage_rows(rows)
-    await store.merge_export(run_id=1, source="bench", tracking_id="t", chunks=1, bytes_read=size, watermark_to=None)
+    async with store.export_merge(1, "bench") as merge:
+        await merge.merge_batch(0)
+        await merge.finish(tracking_id="t", chunks=1, bytes_read=size, watermark_to=None)
     seconds = time.perf_counter() - started
     await pool.close()
     return {"orders": len(rows), "seconds": seconds, "bytes": size}
@@ -117,7 +125,9 @@ async def with_dlt(args: argparse.Namespace) -> dict[str, Any]:
             yield batch
 
     dsn = args.dsn
-    if re.match(r"postgres(ql)?://[^:@/]+@", dsn):  # dlt insists on a password; trust auth ignores it
+    if re.match(
+        r"postgres(ql)?://[^:@/]+@", dsn
+    ):  # dlt insists on a password; trust auth ignores it
         dsn = re.sub(r"://([^:@/]+)@", r"://\1:unused@", dsn, count=1)
     pipeline = dlt.pipeline(
         pipeline_name=f"bench_{args.schema}",

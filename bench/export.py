@@ -22,7 +22,9 @@ async def chunk_bodies(base_url: str, days: float) -> AsyncIterator[bytes]:
     }
     timeout = aiohttp.ClientTimeout(total=3600)
     async with aiohttp.ClientSession(headers={"Authorization": KEY}, timeout=timeout) as http:
-        async with http.post(f"{base_url}/api/orders/async-export", data=orjson.dumps(body)) as resp:
+        async with http.post(
+            f"{base_url}/api/orders/async-export", data=orjson.dumps(body)
+        ) as resp:
             tracking_id = (await resp.json())["tracking_id"]
         while True:
             async with http.get(f"{base_url}/api/orders/async-export/status/{tracking_id}") as resp:

@@ -54,7 +54,9 @@ def measure_child(command: list[str], env: dict[str, str] | None = None) -> tupl
     return out, err, usage.ru_maxrss / 1024
 
 
-def start_simulator(orders: int, days: float, extra: list[str]) -> tuple[subprocess.Popen[str], str]:
+def start_simulator(
+    orders: int, days: float, extra: list[str]
+) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "syncer", "simulator", "--port", str(port), "--orders", str(orders),
@@ -64,15 +66,23 @@ def start_simulator(orders: int, days: float, extra: list[str]) -> tuple[subproc
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if "listening" not in line:
-        raise SystemExit(f"simulator did not start: {line}{proc.stderr.read() if proc.stderr else ''}")
+        raise SystemExit(
+            f"simulator did not start: {line}{proc.stderr.read() if proc.stderr else ''}"
+        )
     return proc, f"http://127.0.0.1:{port}"
 
 
 def fresh_schema(dsn: str, schema: str) -> None:
-    subprocess.run(["psql", dsn, "-qc", f"DROP SCHEMA IF EXISTS {schema} CASCADE"], check=True, capture_output=True)
+    subprocess.run(
+        ["psql", dsn, "-qc", f"DROP SCHEMA IF EXISTS {schema} CASCADE"],
+        check=True,
+        capture_output=True,
+    )
 
 
-def write_config(path: Path, dsn: str, schema: str, sim: str, since: str, mb_per_chunk: int | None) -> None:
+def write_config(
+    path: Path, dsn: str, schema: str, sim: str, since: str, mb_per_chunk: int | None
+) -> None:
     chunking = f"megabytes_per_chunk = {mb_per_chunk}\n" if mb_per_chunk else ""
     path.write_text(
         f'[database]\ndsn = "{dsn}"\nschema = "{schema}"\n'
@@ -83,7 +93,9 @@ def write_config(path: Path, dsn: str, schema: str, sim: str, since: str, mb_per
     )
 
 
-def syncer_e2e(dsn: str, schema: str, sim: str, days: float, mb_per_chunk: int | None = None) -> dict[str, Any]:
+def syncer_e2e(
+    dsn: str, schema: str, sim: str, days: float, mb_per_chunk: int | None = None
+) -> dict[str, Any]:
     since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - (days + 1) * 86400))
     fresh_schema(dsn, schema)
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,7 +112,14 @@ def syncer_e2e(dsn: str, schema: str, sim: str, days: float, mb_per_chunk: int |
     for line in err.splitlines():
         if '"export_merged"' in line or '"run_finished"' in line:
             stages.update({k: v for k, v in json.loads(line).items() if k.endswith("_s")})
-    return {"name": "syncer", "orders": orders, "seconds": seconds, "bytes": mb * 1e6, "rss_mb": rss, "stages": stages}
+    return {
+        "name": "syncer",
+        "orders": orders,
+        "seconds": seconds,
+        "bytes": mb * 1e6,
+        "rss_mb": rss,
+        "stages": stages,
+    }
 
 
 def contender(name: str, dsn: str, schema: str, sim: str, days: float) -> dict[str, Any]:
@@ -110,7 +129,20 @@ def contender(name: str, dsn: str, schema: str, sim: str, days: float) -> dict[s
     if name == "dlt":
         fresh_schema(dsn, schema)  # dlt creates its own tables
     out, _, rss = measure_child(
-        [sys.executable, "-m", "bench.contenders", name, "--dsn", dsn, "--schema", schema, "--sim", sim, "--days", str(days)]
+        [
+            sys.executable,
+            "-m",
+            "bench.contenders",
+            name,
+            "--dsn",
+            dsn,
+            "--schema",
+            schema,
+            "--sim",
+            sim,
+            "--days",
+            str(days),
+        ]
     )
     result = json.loads(out.strip().splitlines()[-1])
     result["rss_mb"] = rss
@@ -137,18 +169,25 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--dsn", default=os.environ.get("SYNCER_BENCH_DSN", DEFAULT_DSN))
     parser.add_argument("--skip-dlt", action="store_true")
     parser.add_argument("--big-chunk", action="store_true", help="also a ~1 GB single-chunk export")
-    parser.add_argument("--big-orders", type=int, default=190_000, help="orders for --big-chunk (~1 GB)")
+    parser.add_argument(
+        "--big-orders", type=int, default=190_000, help="orders for --big-chunk (~1 GB)"
+    )
     args = parser.parse_args()
     days = 300.0
 
     started = time.perf_counter()
     sim, url = start_simulator(args.orders, days, [])
-    print(f"simulator: {args.orders:,} orders ready in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    print(
+        f"simulator: {args.orders:,} orders ready in {time.perf_counter() - started:.0f}s",
+        file=sys.stderr,
+    )
     try:
         results = [syncer_e2e(args.dsn, "bench_syncer", url, days)]
         print(f"syncer: {results[-1]}", file=sys.stderr)

@@ -50,6 +50,7 @@ class ExportConfig:
     poll_timeout_minutes: float = 60.0
     items_per_chunk: int | None = None
     megabytes_per_chunk: int | None = None
+    batch_orders: int = 5000  # orders per staging COPY; each merges while the next streams
 
 
 @dataclass(frozen=True)
@@ -161,13 +162,20 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
     _reject_unknown(
         ex,
         "export.",
-        {"poll_interval_seconds", "poll_timeout_minutes", "items_per_chunk", "megabytes_per_chunk"},
+        {
+            "poll_interval_seconds",
+            "poll_timeout_minutes",
+            "items_per_chunk",
+            "megabytes_per_chunk",
+            "batch_orders",
+        },
     )
     export = ExportConfig(
         poll_interval_seconds=_number(ex, "export.poll_interval_seconds", 10.0, minimum=0.01),
         poll_timeout_minutes=_number(ex, "export.poll_timeout_minutes", 60.0, minimum=0.01),
         items_per_chunk=_int_range(ex, "export.items_per_chunk", 10_000, 1_000_000),
         megabytes_per_chunk=_int_range(ex, "export.megabytes_per_chunk", 10, 1024),
+        batch_orders=_int_range(ex, "export.batch_orders", 1, 1_000_000) or 5000,
     )
 
     ht = _table(data, "http")

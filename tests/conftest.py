@@ -107,7 +107,9 @@ def make_config(
         )
         return Config(
             database=DatabaseConfig(dsn=pg_dsn, schema=schema),
-            export=export or ExportConfig(poll_interval_seconds=0.02, poll_timeout_minutes=1),
+            # Small batches: every export is merged in several batches, duplicates across them.
+            export=export
+            or ExportConfig(poll_interval_seconds=0.02, poll_timeout_minutes=1, batch_orders=13),
             http=http
             or HttpConfig(
                 timeout_seconds=10,
@@ -142,6 +144,7 @@ schema = "{schema}"
 [export]
 poll_interval_seconds = 0.05
 poll_timeout_minutes = 1
+batch_orders = 25
 
 [push]
 min_interval_seconds = 0.3

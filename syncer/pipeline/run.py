@@ -29,11 +29,12 @@ from syncer.errors import (
     StreamBroken,
 )
 from syncer.log import get_logger, log_context
-from syncer.pipeline.chunks import ChunkFormatError, OrderSplitter, parse_order
+from syncer.pipeline.chunks import ChunkFormatError, OrderSplitter, ParsedOrder, parse_order
 from syncer.pipeline.window import Window, differential_window, full_windows
 from syncer.redact import redact_url
 
 TERMINAL_FAILURES = ("FAILED", "CANCELED")
+MERGE_QUEUE = 2  # staged batches waiting for the merger at most
 StagedRow = tuple[int, int, int, str, datetime, str]
 
 
@@ -79,6 +80,13 @@ class MergeLike(Protocol):
     def lines_written(self) -> int: ...
 
 
+class BatchMerge(Protocol):
+    async def merge_batch(self, batch: int) -> None: ...
+    async def finish(
+        self, *, tracking_id: str, chunks: int, bytes_read: int, watermark_to: datetime | None
+    ) -> MergeLike: ...
+
+
 class RunStore(Protocol):
     def source_lock(self, source: str) -> AbstractAsyncContextManager[None]: ...
     async def watermark(self, source: str) -> datetime | None: ...
@@ -101,16 +109,7 @@ class RunStore(Protocol):
     async def close_export(self, tracking_id: str, status: str, error: str | None) -> None: ...
     async def clear_staging(self, run_id: int) -> None: ...
     async def stage_rows(self, rows: AsyncIterable[StagedRow] | Sequence[StagedRow]) -> None: ...
-    async def merge_export(
-        self,
-        *,
-        run_id: int,
-        source: str,
-        tracking_id: str,
-        chunks: int,
-        bytes_read: int,
-        watermark_to: datetime | None,
-    ) -> MergeLike: ...
+    def export_merge(self, run_id: int, source: str) -> AbstractAsyncContextManager[BatchMerge]: ...
     async def finish_run(self, run_id: int, status: str, error: str | None = None) -> None: ...
 
 
@@ -193,6 +192,7 @@ class SyncRun:
     on_finished: Callable[[RunSummary], None] | None = None
     # Told where the run is after each chunk (a progress line on a terminal).
     on_progress: Callable[[Progress], None] | None = None
+    _batches: int = 0  # staging batches numbered across the run
 
     async def run(self, mode: str, since: datetime | None = None) -> RunSummary:
         """Take the source's lock, plan and load; the summary says what was done."""
@@ -312,41 +312,39 @@ class SyncRun:
                     job.tracking_id = None
 
     async def _load_and_merge(self, job: ExportJob, summary: RunSummary, tracking_id: str) -> None:
-        log = get_logger()
+        """Stream the chunks into staging in batches while the previous batch merges.
+
+        The merge runs in one transaction on its own connection: the export becomes
+        visible, with the watermark moved, only when the last batch is in.
+        """
         try:
             stage_started = time.monotonic()
             urls = await self._wait_completed(tracking_id)
             summary.add_stage("export_wait", time.monotonic() - stage_started)
-            counter = _ChunkCounter()
             stage_started = time.monotonic()
-            for index, url in enumerate(urls):
-                await self._load_chunk(
-                    summary.run_id, index, url, counter, f"{index + 1}/{len(urls)}"
+            async with self.store.export_merge(summary.run_id, self.source.name) as merge:
+                counter = await self._stream_and_merge(urls, summary, merge)
+                summary.add_stage("download_and_merge", time.monotonic() - stage_started)
+                stage_started = time.monotonic()
+                result = await merge.finish(
+                    tracking_id=tracking_id,
+                    chunks=len(urls),
+                    bytes_read=counter.bytes,
+                    watermark_to=job.moves_watermark_to,
                 )
-                self._progress(summary, index + 1, len(urls), counter.orders)
-            summary.add_stage("download", time.monotonic() - stage_started)
         except ExportTimeout:
             raise  # still running on Mirakl's side: the next run resumes it
         except (ExportFailed, ChunkInvalid) as exc:
             await self.store.close_export(tracking_id, "failed", _one_line(exc))
             raise
-        stage_started = time.monotonic()
-        result = await self.store.merge_export(
-            run_id=summary.run_id,
-            source=self.source.name,
-            tracking_id=tracking_id,
-            chunks=len(urls),
-            bytes_read=counter.bytes,
-            watermark_to=job.moves_watermark_to,
-        )
-        summary.add_stage("merge", time.monotonic() - stage_started)
+        summary.add_stage("commit", time.monotonic() - stage_started)
         summary.exports += 1
         summary.chunks += len(urls)
         summary.orders += result.orders_received
         summary.orders_changed += result.orders_changed
         summary.lines += result.lines_written
         summary.bytes += counter.bytes
-        log.info(
+        get_logger().info(
             "export_merged",
             window=str(job.window),
             chunks=len(urls),
@@ -355,6 +353,36 @@ class SyncRun:
             lines=result.lines_written,
             watermark_to=job.moves_watermark_to.isoformat() if job.moves_watermark_to else None,
         )
+
+    async def _stream_and_merge(
+        self, urls: tuple[str, ...], summary: RunSummary, merge: BatchMerge
+    ) -> _ChunkCounter:
+        """Producer: chunks -> staged batches. Consumer: merges batches in order. Bounded."""
+        batches: asyncio.Queue[int | None] = asyncio.Queue(maxsize=MERGE_QUEUE)
+        merging_s = 0.0
+
+        async def merge_batches() -> None:
+            nonlocal merging_s
+            while (batch := await batches.get()) is not None:
+                started = time.monotonic()
+                await merge.merge_batch(batch)
+                merging_s += time.monotonic() - started
+
+        merger = asyncio.create_task(merge_batches())
+        counter = _ChunkCounter()
+        try:
+            for index, url in enumerate(urls):
+                step = f"{index + 1}/{len(urls)}"
+                await self._load_chunk(summary.run_id, url, counter, step, batches, merger)
+                self._progress(summary, index + 1, len(urls), counter.orders)
+            await _hand_over(batches, None, merger)
+            await merger
+        finally:
+            if not merger.done():
+                merger.cancel()
+                await asyncio.gather(merger, return_exceptions=True)
+        summary.add_stage("merge", merging_s)
+        return counter
 
     async def _request_or_adopt(self, job: ExportJob, run_id: int) -> str:
         if job.tracking_id is not None:
@@ -442,9 +470,17 @@ class SyncRun:
             await self.sleep(self.export.poll_interval_seconds)
 
     async def _load_chunk(
-        self, run_id: int, index: int, url: str, counter: _ChunkCounter, step: str
+        self,
+        run_id: int,
+        url: str,
+        counter: _ChunkCounter,
+        step: str,
+        batches: asyncio.Queue[int | None],
+        merger: asyncio.Task[None],
     ) -> None:
-        """Stream one chunk into staging; a broken download is discarded and fetched again."""
+        """Stream one chunk into staging, one COPY per batch of orders, each batch handed to
+        the merger. A broken download is fetched again from the start: its batches already
+        merged are merged again, which changes nothing."""
         attempt = 0
         while True:
             attempt += 1
@@ -452,7 +488,15 @@ class SyncRun:
             chunk = _ChunkCounter()
             try:
                 async with self.api.open_chunk(url) as stream:
-                    await self.store.stage_rows(_staged_rows(stream, run_id, index, url, chunk))
+                    orders = _parsed_orders(stream, url, chunk)
+                    while True:
+                        self._batches += 1
+                        batch = _Batch(orders, run_id, self._batches, self.export.batch_orders)
+                        await self.store.stage_rows(batch)
+                        if batch.count:
+                            await _hand_over(batches, self._batches, merger)
+                        if batch.exhausted:
+                            break
             except StreamBroken as exc:
                 if attempt >= self.http.max_attempts:
                     raise
@@ -478,17 +522,64 @@ class SyncRun:
             return
 
 
-async def _staged_rows(
-    stream: AsyncIterator[bytes], run_id: int, chunk: int, url: str, counter: _ChunkCounter
-) -> AsyncIterator[StagedRow]:
+async def _hand_over(
+    batches: asyncio.Queue[int | None], batch: int | None, merger: asyncio.Task[None]
+) -> None:
+    """Queue a batch for the merger, waiting for room; if the merger died, raise its error."""
+    put = asyncio.ensure_future(batches.put(batch))
+    await asyncio.wait({put, merger}, return_when=asyncio.FIRST_COMPLETED)
+    if not put.done():
+        put.cancel()
+        merger.result()  # raises what stopped the merger
+        raise RuntimeError("the merger stopped early")
+
+
+class _Batch:
+    """Up to `size` staged rows taken from a chunk's order stream (one COPY)."""
+
+    def __init__(
+        self, orders: AsyncIterator[tuple[int, ParsedOrder]], run_id: int, batch: int, size: int
+    ) -> None:
+        self._orders = orders
+        self._run_id = run_id
+        self._batch = batch
+        self._size = size
+        self.count = 0
+        self.exhausted = False
+
+    def __aiter__(self) -> _Batch:
+        return self
+
+    async def __anext__(self) -> StagedRow:
+        if self.count >= self._size:
+            raise StopAsyncIteration
+        try:
+            position, order = await anext(self._orders)
+        except StopAsyncIteration:
+            self.exhausted = True
+            raise
+        self.count += 1
+        return (
+            self._run_id,
+            self._batch,
+            position,
+            order.order_id,
+            order.last_updated_date,
+            order.raw,
+        )
+
+
+async def _parsed_orders(
+    stream: AsyncIterator[bytes], url: str, counter: _ChunkCounter
+) -> AsyncIterator[tuple[int, ParsedOrder]]:
+    """(position in chunk, order) for each order of a chunk file, parsed as it streams."""
     splitter = OrderSplitter()
     position = 0
     try:
         async for block in stream:
             counter.bytes += len(block)
             for data in splitter.feed(block):
-                order = parse_order(data, position)
-                yield (run_id, chunk, position, order.order_id, order.last_updated_date, order.raw)
+                yield position, parse_order(data, position)
                 position += 1
         splitter.close()
     except ChunkFormatError as exc:

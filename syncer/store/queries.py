@@ -50,21 +50,43 @@ DELETE FROM staged_orders WHERE run_id IN (SELECT run_id FROM sync_runs WHERE so
 
 CLEAR_STAGING_OF_RUN = "DELETE FROM staged_orders WHERE run_id = $1"
 
-STAGED_COLUMNS = ("run_id", "chunk", "position", "order_id", "last_updated_date", "raw")
+STAGED_COLUMNS = ("run_id", "batch", "position", "order_id", "last_updated_date", "raw")
 
-# Which staged copy of each order wins: the newest (ties: the later in the export).
+# An export is merged batch by batch inside one transaction (so nothing is visible until
+# its end), while the next batch is still streaming into staging on another connection.
+CREATE_MERGE_TABLES = """
+CREATE TEMP TABLE incoming (order_id text, batch integer, position integer,
+    last_updated_date timestamptz) ON COMMIT DROP;
+CREATE TEMP TABLE changed (order_id text) ON COMMIT DROP;
+CREATE TEMP TABLE changed_in_export (order_id text PRIMARY KEY) ON COMMIT DROP;
+SET LOCAL work_mem = '64MB';
+SET LOCAL jit = off
+"""
+
+RESET_BATCH_TABLES = "TRUNCATE incoming, changed"
+
+REMEMBER_CHANGED = """
+INSERT INTO changed_in_export SELECT order_id FROM changed ON CONFLICT DO NOTHING
+"""
+
+COUNT_EXPORT = """
+SELECT (SELECT count(DISTINCT order_id) FROM staged_orders WHERE run_id = $1),
+       (SELECT count(*) FROM changed_in_export)
+"""
+
+# Which staged copy of each order in the batch wins: the newest (ties: the later one).
 # Only keys are sorted; the raw documents stay in staging and are joined in afterwards.
-CREATE_INCOMING = """
-CREATE TEMP TABLE incoming ON COMMIT DROP AS
-SELECT DISTINCT ON (order_id) order_id, chunk, position, last_updated_date
-FROM staged_orders WHERE run_id = $1
-ORDER BY order_id, last_updated_date DESC, chunk DESC, position DESC
+# Batches are merged in order, so across batches the guard below keeps the newest too.
+FILL_INCOMING = """
+INSERT INTO incoming
+SELECT DISTINCT ON (order_id) order_id, batch, position, last_updated_date
+FROM staged_orders WHERE run_id = $1 AND batch = $2
+ORDER BY order_id, last_updated_date DESC, position DESC
 """
 
 # Never older over newer: a stored order changes only for a later last_updated_date
 # (or the same date with different content).
 UPSERT_ORDERS = """
-CREATE TEMP TABLE changed ON COMMIT DROP AS
 WITH upserted AS (
     INSERT INTO orders AS o (
         source, order_id, commercial_id, order_state, order_state_reason_code, shop_id,
@@ -82,7 +104,7 @@ WITH upserted AS (
         r->>'shipping_zone_code', (r->>'has_incident')::boolean, (r->>'fully_refunded')::boolean,
         r, $1, now()
     FROM incoming i
-    JOIN staged_orders s ON s.run_id = $1 AND s.chunk = i.chunk AND s.position = i.position,
+    JOIN staged_orders s ON s.run_id = $1 AND s.batch = i.batch AND s.position = i.position,
     -- Detoast each document once (`|| '{}'` makes an in-memory copy; OFFSET 0 keeps the
     -- planner from inlining it), not once per extracted field: half the merge's time.
     LATERAL (SELECT s.raw || '{}'::jsonb AS r OFFSET 0) x
@@ -106,7 +128,7 @@ WITH upserted AS (
        OR (o.last_updated_date = EXCLUDED.last_updated_date AND o.raw IS DISTINCT FROM EXCLUDED.raw)
     RETURNING o.order_id
 )
-SELECT order_id FROM upserted
+INSERT INTO changed SELECT order_id FROM upserted
 """
 
 DELETE_CHANGED_LINES = """
@@ -129,7 +151,7 @@ SELECT $1, e->>'order_line_id', i.order_id, (e->>'order_line_index')::integer,
     (e->>'received_date')::timestamptz, e
 FROM changed c
 JOIN incoming i USING (order_id)
-JOIN staged_orders s ON s.run_id = $2 AND s.chunk = i.chunk AND s.position = i.position
+JOIN staged_orders s ON s.run_id = $2 AND s.batch = i.batch AND s.position = i.position
 CROSS JOIN LATERAL jsonb_array_elements(
     CASE WHEN jsonb_typeof(s.raw->'order_lines') = 'array' THEN s.raw->'order_lines' ELSE '[]'::jsonb END
 ) AS e
@@ -145,7 +167,6 @@ ON CONFLICT (source, order_line_id) DO UPDATE SET
     shipped_date = EXCLUDED.shipped_date, received_date = EXCLUDED.received_date, raw = EXCLUDED.raw
 """
 
-COUNT_INCOMING = "SELECT count(*) FROM incoming"
 
 # The watermark only ever moves forward.
 SET_WATERMARK = """

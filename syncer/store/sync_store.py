@@ -65,6 +65,46 @@ async def _translated() -> AsyncIterator[None]:
         raise translate(exc) from None
 
 
+class ExportMerge:
+    """The merge of one export, batch by batch, in one open transaction."""
+
+    def __init__(self, conn: asyncpg.Connection, run_id: int, source: str) -> None:
+        self._conn = conn
+        self._run_id = run_id
+        self._source = source
+        self._lines = 0
+
+    async def merge_batch(self, batch: int) -> None:
+        """Staged batch -> orders (never older over newer) and the changed orders' lines."""
+        conn, run_id, source = self._conn, self._run_id, self._source
+        async with _translated():
+            await conn.execute(q.RESET_BATCH_TABLES)
+            await conn.execute(q.FILL_INCOMING, run_id, batch)
+            await conn.execute("ANALYZE incoming")
+            await conn.execute(q.UPSERT_ORDERS, run_id, source)
+            await conn.execute("ANALYZE changed")
+            await conn.execute(q.DELETE_CHANGED_LINES, source)
+            status = await conn.execute(q.INSERT_CHANGED_LINES, source, run_id)
+            self._lines += int(status.rsplit(" ", 1)[-1])
+            await conn.execute(q.REMEMBER_CHANGED)
+
+    async def finish(
+        self, *, tracking_id: str, chunks: int, bytes_read: int, watermark_to: datetime | None
+    ) -> MergeResult:
+        """Close the export, count, move the watermark; the caller's block then commits."""
+        conn, run_id, source = self._conn, self._run_id, self._source
+        async with _translated():
+            received, changed = await conn.fetchrow(q.COUNT_EXPORT, run_id)
+            await conn.execute(q.CLEAR_STAGING_OF_RUN, run_id)
+            await conn.execute(q.CLOSE_EXPORT, tracking_id, "merged", None)
+            await conn.execute(
+                q.ADD_RUN_COUNTS, run_id, 1, chunks, received, changed, self._lines, bytes_read
+            )
+            if watermark_to is not None:
+                await conn.execute(q.SET_WATERMARK, source, watermark_to)
+        return MergeResult(received, changed, self._lines)
+
+
 class SyncStore:
     """All of a run's reads and writes, on one pool and one schema."""
 
@@ -168,38 +208,16 @@ class SyncStore:
                 schema_name=self._schema,
             )
 
-    async def merge_export(
-        self,
-        *,
-        run_id: int,
-        source: str,
-        tracking_id: str,
-        chunks: int,
-        bytes_read: int,
-        watermark_to: datetime | None,
-    ) -> MergeResult:
-        """One transaction: staged orders -> orders/order_lines, export closed, watermark moved."""
+    @asynccontextmanager
+    async def export_merge(self, run_id: int, source: str) -> AsyncIterator[ExportMerge]:
+        """A transaction on its own connection that merges the export's batches as they come.
+
+        Nothing is visible to readers until `ExportMerge.finish` commits; leaving the
+        block any other way rolls everything back.
+        """
         async with _translated(), self._pool.acquire() as conn, conn.transaction():
-            # A big one-off statement per export: JIT compiling costs more than it saves,
-            # and fresh temp tables need statistics for the planner to hash the small side.
-            await conn.execute("SET LOCAL work_mem = '64MB'; SET LOCAL jit = off")
-            await conn.execute(q.CREATE_INCOMING, run_id)
-            await conn.execute("ANALYZE incoming")
-            received: int = await conn.fetchval(q.COUNT_INCOMING)
-            await conn.execute(q.UPSERT_ORDERS, run_id, source)
-            await conn.execute("ANALYZE changed")
-            changed: int = await conn.fetchval("SELECT count(*) FROM changed")
-            await conn.execute(q.DELETE_CHANGED_LINES, source)
-            status = await conn.execute(q.INSERT_CHANGED_LINES, source, run_id)
-            lines = int(status.rsplit(" ", 1)[-1])
-            await conn.execute(q.CLEAR_STAGING_OF_RUN, run_id)
-            await conn.execute(q.CLOSE_EXPORT, tracking_id, "merged", None)
-            await conn.execute(
-                q.ADD_RUN_COUNTS, run_id, 1, chunks, received, changed, lines, bytes_read
-            )
-            if watermark_to is not None:
-                await conn.execute(q.SET_WATERMARK, source, watermark_to)
-        return MergeResult(received, changed, lines)
+            await conn.execute(q.CREATE_MERGE_TABLES)
+            yield ExportMerge(conn, run_id, source)
 
     async def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
         async with _translated():
