@@ -41,14 +41,16 @@ def free_port() -> int:
 
 def measure_child(command: list[str], env: dict[str, str] | None = None) -> tuple[str, str, float]:
     """Run a child, wait4 for it, return (stdout, stderr, peak RSS MB) of that child alone."""
-    out_file = tempfile.TemporaryFile(mode="w+")
-    err_file = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(command, stdout=out_file, stderr=err_file, text=True, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    out_file.seek(0)
-    err_file.seek(0)
-    out, err = out_file.read(), err_file.read()
+    with (
+        tempfile.TemporaryFile(mode="w+") as out_file,
+        tempfile.TemporaryFile(mode="w+") as err_file,
+    ):
+        proc = subprocess.Popen(command, stdout=out_file, stderr=err_file, text=True, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command[:5])} failed ({proc.returncode}):\n{err[-3000:]}")
     return out, err, usage.ru_maxrss / 1024
