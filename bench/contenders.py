@@ -32,10 +32,10 @@ async def ceiling(args: argparse.Namespace) -> dict[str, Any]:
     size = 0
     async for body in chunk_bodies(args.sim, args.days):
         size += len(body)
-        for position, order in enumerate(orjson.loads(body)["orders"]):
+        for order in orjson.loads(body)["orders"]:  # positions unique across chunks
             raw = orjson.dumps(order).decode()
             rows.append(
-                (1, 0, position, order["order_id"], parse_instant(order["last_updated_date"]), raw)
+                (1, 0, len(rows), order["order_id"], parse_instant(order["last_updated_date"]), raw)
             )
     pool = await asyncpg.create_pool(
         args.dsn, min_size=2, max_size=2, server_settings={"search_path": args.schema}
