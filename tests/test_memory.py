@@ -13,7 +13,7 @@ from tests.conftest import write_config
 def test_a_100_mb_chunk_loads_in_a_small_worker(tmp_path: Path, pg_dsn: str, schema: str) -> None:
     """`syncer resync --full` of one ~100 MB chunk peaks far below the chunk's size."""
     sim = subprocess.Popen(
-        [sys.executable, "-m", "syncer", "simulator", "--port", "0", "--orders", "18000",
+        [sys.executable, "-m", "syncer", "simulator", "--port", "0", "--orders", "24000",
          "--days", "20", "--pending-polls", "0"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -21,7 +21,9 @@ def test_a_100_mb_chunk_loads_in_a_small_worker(tmp_path: Path, pg_dsn: str, sch
         assert sim.stdout is not None
         line = sim.stdout.readline()
         url = line.split("listening on ", 1)[1].split()[0]
-        config = write_config(tmp_path / "c.toml", dsn=pg_dsn, schema=schema, base_url=url, api_key="sim-secret-key")
+        config = write_config(
+            tmp_path / "c.toml", dsn=pg_dsn, schema=schema, base_url=url, api_key="sim-secret-key"
+        )
         config.write_text(config.read_text().replace("batch_orders = 25", "batch_orders = 5000"))
         with (tmp_path / "out.txt").open("w+") as captured:
             worker = subprocess.Popen(
@@ -38,7 +40,7 @@ def test_a_100_mb_chunk_loads_in_a_small_worker(tmp_path: Path, pg_dsn: str, sch
         if sim.stdout is not None:
             sim.stdout.close()
     assert worker.returncode == 0, out
-    assert "18000 orders" in out and "1 chunk(s)" in out
+    assert "24000 orders" in out and "1 chunk(s)" in out
     megabytes = float(out.split(" MB in ")[0].rsplit(" ", 1)[1])
     peak_mb = usage.ru_maxrss / 1024
     assert megabytes > 90

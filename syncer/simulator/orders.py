@@ -112,7 +112,9 @@ def make_order(
     order_id = f"Order_{number:08d}-A"
     lines = []
     price_total = shipping_total = commission_total = 0
-    for index in range(1, rng.randint(1, 5) + 1):
+    # 1-5 lines, most orders small (about 2 lines on average), as marketplaces see them.
+    line_count = rng.choices((1, 2, 3, 4, 5), weights=(45, 25, 15, 10, 5))[0]
+    for index in range(1, line_count + 1):
         title, sku = rng.choice(PRODUCTS)
         qty = rng.randint(1, 4)
         unit = rng.randint(199, 49999)
