@@ -81,10 +81,12 @@ async def test_run_serves_metrics_health_and_readiness(
                 try:
                     async with http.get(f"{base}/metrics") as resp:
                         text = await resp.text()
-                    if metric(
+                    synced = metric(
                         text, "syncer_runs_total", source="shop", mode="full", result="succeeded"
-                    ):
-                        break
+                    )
+                    pushed = metric(text, "syncer_outbox_backlog", source="shop", status="rejected")
+                    if synced and pushed:
+                        break  # the first sync and the first push (it rejects the bad patch) ran
                 except aiohttp.ClientConnectionError:
                     pass
                 await asyncio.sleep(0.1)
