@@ -38,7 +38,8 @@ class Metrics:
         )
         self.stage = Histogram(
             "syncer_stage_seconds",
-            "Time per run stage: export_wait (OR13+OR14), download (OR15+parse+COPY), merge",
+            "Time per run stage: export_wait (OR13+OR14), download_and_merge (OR15, parse, COPY "
+            "and the batch merges overlapping it), merge (time the merger was busy), commit",
             ["source", "stage"],
             buckets=STAGE_BUCKETS,
             registry=r,

@@ -139,7 +139,8 @@ class RunSummary:
     status: str = "running"
     error: str | None = None
     watermark: datetime | None = None
-    # Seconds spent per stage: export_wait (OR13 + OR14), download (OR15 + parse + COPY), merge.
+    # Seconds per stage: export_wait (OR13 + OR14), download_and_merge (OR15, parse, COPY and
+    # the batch merges overlapping them), merge (time the merger was busy), commit.
     stage_seconds: dict[str, float] = field(default_factory=dict)
     exports_total: int = 1
     started_monotonic: float = field(default_factory=time.monotonic)

@@ -211,13 +211,22 @@ def build_app(state: SimulatorState) -> web.Application:
         expected = f"Bearer {config.api_key}" if config.auth == "bearer" else config.api_key
         return secrets.compare_digest(request.headers.get("Authorization", ""), expected)
 
-    async def or13(request: web.Request) -> web.StreamResponse:
-        state.calls["OR13"] += 1
-        fault = await faulty("OR13", request)
+    async def admit(
+        endpoint: str, request: web.Request
+    ) -> tuple[web.Response | None, Fault | None]:
+        """Count the call, play a scripted fault, check the key: (refusal, fault in play)."""
+        state.calls[endpoint] += 1
+        fault = await faulty(endpoint, request)
         if isinstance(fault, web.Response):
-            return fault
+            return fault, None
         if not authorised(request):
-            return _error(401, "Unauthorized")
+            return _error(401, "Unauthorized"), None
+        return None, fault
+
+    async def or13(request: web.Request) -> web.StreamResponse:
+        refused, _fault = await admit("OR13", request)
+        if refused is not None:
+            return refused
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
@@ -249,12 +258,9 @@ def build_app(state: SimulatorState) -> web.Application:
         return web.json_response({"tracking_id": export.tracking_id})
 
     async def or14(request: web.Request) -> web.StreamResponse:
-        state.calls["OR14"] += 1
-        fault = await faulty("OR14", request)
-        if isinstance(fault, web.Response):
-            return fault
-        if not authorised(request):
-            return _error(401, "Unauthorized")
+        refused, fault = await admit("OR14", request)
+        if refused is not None:
+            return refused
         export = state.exports.get(request.match_info["tracking_id"])
         if export is None:
             return _error(404, "Export not found")
@@ -275,12 +281,9 @@ def build_app(state: SimulatorState) -> web.Application:
         return web.json_response(answer)
 
     async def or15(request: web.Request) -> web.StreamResponse:
-        state.calls["OR15"] += 1
-        fault = await faulty("OR15", request)
-        if isinstance(fault, web.Response):
-            return fault
-        if not authorised(request):
-            return _error(401, "Unauthorized")
+        refused, fault = await admit("OR15", request)
+        if refused is not None:
+            return refused
         export = state.exports.get(request.match_info["tracking_id"])
         index = int(request.match_info["index"])
         if export is None or export.status != "COMPLETED" or index >= len(export.chunks):
@@ -313,12 +316,9 @@ def build_app(state: SimulatorState) -> web.Application:
         return response
 
     async def or04(request: web.Request) -> web.StreamResponse:
-        state.calls["OR04"] += 1
-        fault = await faulty("OR04", request)
-        if isinstance(fault, web.Response):
-            return fault
-        if not authorised(request):
-            return _error(401, "Unauthorized")
+        refused, _fault = await admit("OR04", request)
+        if refused is not None:
+            return refused
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
