@@ -40,20 +40,31 @@ def free_port() -> int:
 
 
 def measure_child(command: list[str], env: dict[str, str] | None = None) -> tuple[str, str, float]:
-    """Run a child, wait4 for it, return (stdout, stderr, peak RSS MB) of that child alone."""
+    """Run a child to completion; return (stdout, stderr, its peak RSS in MB).
+
+    The peak is /proc's VmHWM polled while it runs, not wait4's ru_maxrss: Linux carries
+    the parent's own peak into the child across fork+exec.
+    """
     with (
         tempfile.TemporaryFile(mode="w+") as out_file,
         tempfile.TemporaryFile(mode="w+") as err_file,
     ):
         proc = subprocess.Popen(command, stdout=out_file, stderr=err_file, text=True, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        peak_kb = 0
+        while proc.poll() is None:
+            try:
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak_kb = max(peak_kb, int(line.split()[1]))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+            time.sleep(0.02)
         out_file.seek(0)
         err_file.seek(0)
         out, err = out_file.read(), err_file.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command[:5])} failed ({proc.returncode}):\n{err[-3000:]}")
-    return out, err, usage.ru_maxrss / 1024
+    return out, err, peak_kb / 1024
 
 
 def start_simulator(
