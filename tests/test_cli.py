@@ -35,6 +35,9 @@ async def syncer(
     return proc.returncode, out.decode(), err.decode()
 
 
+run_syncer = syncer  # for tests that wrap it
+
+
 def assert_one_clear_line(stderr: str, *needles: str) -> None:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr
@@ -145,6 +148,13 @@ async def test_migrate_sync_status_from_the_command_line(
     """migrate, sync and status as subprocesses: data lands, status shows it, the key never shows."""
     schema = f"cli_{os.getpid()}"
     sim_state.seed_orders(120, days=200)
+    seen: list[str] = []
+
+    async def syncer(*args: str) -> tuple[int, str, str]:
+        code, out, err = await run_syncer(*args)
+        seen.extend((out, err))
+        return code, out, err
+
     path = write_config(
         tmp_path / "c.toml",
         dsn=pg_dsn,
@@ -182,8 +192,8 @@ async def test_migrate_sync_status_from_the_command_line(
             await assert_matches_truth(pool, sim_state)
         finally:
             await pool.close()
-        for text in (out, err):
-            assert sim_state.config.api_key not in text
+        for text in seen:
+            assert sim_state.config.api_key not in text, "the API key leaked into output or logs"
     finally:
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         await conn.close()

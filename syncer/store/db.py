@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,9 +26,11 @@ def embedded_dsn(data_dir: Path) -> str:
         ) from None
     data_dir.mkdir(parents=True, exist_ok=True)
     get_logger().info("embedded_postgres_starting", data_dir=str(data_dir))
-    server = pgserver.get_server(  # type: ignore[attr-defined]
-        str(data_dir), cleanup_mode="stop"
-    )
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(  # type: ignore[attr-defined]
+            str(data_dir), cleanup_mode="stop"
+        )
     return str(server.get_uri())
 
 
