@@ -185,13 +185,11 @@ async def test_migrate_sync_status_from_the_command_line(
             "--config", str(path), "resync", "--full", "--since", "2026-01-01"
         )
         assert code == 0 and "full run 3 succeeded" in out
-        pool = await asyncpg.create_pool(
-            pg_dsn, min_size=1, max_size=1, server_settings={"search_path": schema}
-        )
+        db = await asyncpg.connect(pg_dsn, server_settings={"search_path": schema})
         try:
-            await assert_matches_truth(pool, sim_state)
+            await assert_matches_truth(db, sim_state)
         finally:
-            await pool.close()
+            await db.close()
         for text in seen:
             assert sim_state.config.api_key not in text, "the API key leaked into output or logs"
     finally:

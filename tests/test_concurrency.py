@@ -46,10 +46,4 @@ async def test_exactly_one_run_per_source_at_a_time(
     for earlier, later in itertools.pairwise(runs):
         assert earlier["finished_at"] <= later["started_at"], "two runs of one source overlapped"
     await rerun_until_success(config_file, ("sync",))
-    pool = await asyncpg.create_pool(
-        pg_dsn, min_size=1, max_size=1, server_settings={"search_path": schema}
-    )
-    try:
-        await assert_matches_truth(pool, crash_sim)
-    finally:
-        await pool.close()
+    await assert_matches_truth(db, crash_sim)

@@ -110,13 +110,7 @@ async def test_kill_at_each_stage_then_rerun_converges(
     if point in ("polling", "download", "merge", "commit") and command == "sync":
         assert crash_sim.calls["OR13"] == or13_before_rerun, "the export in flight was resumed"
     await assert_watermark_not_ahead(db, crash_sim)
-    pool = await asyncpg.create_pool(
-        pg_dsn, min_size=1, max_size=1, server_settings={"search_path": schema}
-    )
-    try:
-        await assert_matches_truth(pool, crash_sim)
-    finally:
-        await pool.close()
+    await assert_matches_truth(db, crash_sim)
     dead = await db.fetchval("SELECT count(*) FROM sync_runs WHERE status = 'interrupted'")
     assert dead >= 1, "the killed run is closed as interrupted by the next one"
     assert await db.fetchval("SELECT count(*) FROM sync_runs WHERE status = 'running'") == 0
@@ -148,13 +142,7 @@ async def test_kill_at_random_moments_never_loses_or_duplicates(
         await assert_watermark_not_ahead(db, crash_sim)
         await rerun_until_success(config_file, args)
         await assert_watermark_not_ahead(db, crash_sim)
-    pool = await asyncpg.create_pool(
-        pg_dsn, min_size=1, max_size=1, server_settings={"search_path": schema}
-    )
-    try:
-        await assert_matches_truth(pool, crash_sim)
-    finally:
-        await pool.close()
+    await assert_matches_truth(db, crash_sim)
 
 
 async def test_sigterm_during_a_run_ends_it_cleanly(
@@ -172,10 +160,4 @@ async def test_sigterm_during_a_run_ends_it_cleanly(
     assert await db.fetchval("SELECT count(*) FROM staged_orders") == 0
     assert await db.fetchval("SELECT watermark FROM sync_state") is None
     await rerun_until_success(config_file, ("resync", "--full"))
-    pool = await asyncpg.create_pool(
-        pg_dsn, min_size=1, max_size=1, server_settings={"search_path": schema}
-    )
-    try:
-        await assert_matches_truth(pool, crash_sim)
-    finally:
-        await pool.close()
+    await assert_matches_truth(db, crash_sim)

@@ -17,7 +17,7 @@ def dec(value: Any) -> Decimal | None:
 
 
 async def assert_matches_truth(
-    pool: asyncpg.Pool, state: SimulatorState, source: str = "shop"
+    pool: asyncpg.Pool | asyncpg.Connection, state: SimulatorState, source: str = "shop"
 ) -> None:
     """Every order at its latest version, exact decimals, exactly its lines, raw intact."""
     orders = {
