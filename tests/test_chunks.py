@@ -130,3 +130,29 @@ def test_streaming_a_large_chunk_keeps_memory_bounded() -> None:
     tracemalloc.stop()
     assert seen == 1 + repeats * 100
     assert peak < 2 * 1024 * 1024, f"peak {peak} bytes for a {repeats * len(block)} byte chunk"
+
+
+def test_fast_path_falls_back_when_its_guess_is_wrong() -> None:
+    """A nested object starting like an order, and orders with another first key, split exactly."""
+    orders = [
+        {
+            "order_id": "A",
+            "related": [{"order_id": "inner", "x": 1}, {"order_id": "inner2"}],
+            "n": "}{",
+        },
+        {
+            "commercial_id": "C",
+            "order_id": "B",
+        },  # another first key: the guessed separator skips it
+        {"order_id": "D", "note": 'a "},{\\"order_id\\":" inside a string'},
+        {"order_id": "E"},
+    ]
+    for seed in range(5):
+        document = orjson.dumps({"orders": orders})
+        splitter = OrderSplitter()
+        found: list[tuple[bytes, object]] = []
+        for piece in pieces(document, random.Random(seed), largest=400):
+            found += zip(splitter.feed(piece), splitter.parsed, strict=True)
+        splitter.close()
+        assert [orjson.loads(data) for data, _ in found] == orders
+        assert all(parsed is None or parsed == orjson.loads(data) for data, parsed in found)

@@ -24,6 +24,7 @@ _SKIP_ARRAY = re.compile(rb'(?:[^\[\]"]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
 _WS = re.compile(rb"[ \t\r\n]*")
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
 _SCALAR = re.compile(rb"[^,}\s]+")
+_FIRST_KEY = re.compile(rb'\{[ \t\r\n]*("[A-Za-z0-9_@.-]+")[ \t\r\n]*:')
 
 ORDER_MONEY = ("price", "shipping_price", "total_price", "total_commission")
 ORDER_DATES = (
@@ -75,6 +76,11 @@ class OrderSplitter:
         self._saw_orders = False
         self._key = b""
         self._skip, self._open, self._close = _SKIP, 0x7B, 0x7D
+        # Fast path: the separator between two orders, learnt from the first order's first key.
+        self._separator: re.Pattern[bytes] | None = None
+        self._fast = True
+        # Orders the fast path already parsed, aligned with what feed() returned (None: not parsed).
+        self.parsed: list[Any] = []
 
     def feed(self, data: bytes) -> list[bytes]:
         if self._pos:
@@ -87,6 +93,7 @@ class OrderSplitter:
             self._pos -= keep
         self._buf += data
         out: list[bytes] = []
+        self.parsed = []
         self._run(out)
         return out
 
@@ -112,11 +119,14 @@ class OrderSplitter:
         buf = self._buf
         while True:
             state = self._state
+            if state == "object" and self._scan == self._obj_start and self._fast_order(out):
+                continue
             if state in ("object", "skip"):
                 if not self._scan_object():
                     return
                 if state == "object":
                     out.append(buf[self._obj_start : self._pos])
+                    self.parsed.append(None)
                     self.orders_seen += 1
                     self._state = "after_order"
                 else:
@@ -196,6 +206,46 @@ class OrderSplitter:
                     )
                 self._begin_object("object")
 
+    def _fast_order(self, out: list[bytes]) -> bool:
+        """Find the order's end at C speed: the next `},{"<first key>":` and an orjson parse.
+
+        That separator cannot occur inside a JSON string (its quote would be escaped), so a
+        candidate is wrong only when it ends a nested object, or when an order starting with
+        another key was skipped over; either way the slice is not one JSON object, orjson
+        refuses it, and the exact scan takes over for this order. False when not applied.
+        """
+        if not self._fast:
+            return False
+        buf, start = self._buf, self._obj_start
+        if self._separator is None:
+            first = _FIRST_KEY.match(buf, start)
+            if first is None:
+                if len(buf) - start > 4096:
+                    self._fast = False  # no simple first key: scan exactly
+                return False
+            self._separator = re.compile(
+                rb"\}[ \t\r\n]*,[ \t\r\n]*\{[ \t\r\n]*"
+                + re.escape(first.group(1))
+                + rb"[ \t\r\n]*:"
+            )
+        found = self._separator.search(buf, start)
+        if found is None:
+            return False
+        end = found.start() + 1
+        data = buf[start:end]
+        try:
+            order = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return False
+        if not isinstance(order, dict):
+            return False
+        out.append(data)
+        self.parsed.append(order)
+        self.orders_seen += 1
+        self._pos = end
+        self._state = "after_order"
+        return True
+
     def _begin_object(self, state: str) -> None:
         """Scan an object (or, when skipping, an object or array) starting at the cursor."""
         is_array = self._buf[self._pos] == 0x5B
@@ -243,12 +293,18 @@ class OrderSplitter:
         return match.end()
 
 
-def parse_order(data: bytes, position: int) -> ParsedOrder:
-    """Check one order's bytes; ChunkFormatError names what is wrong."""
-    try:
-        order = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise ChunkFormatError(f"malformed JSON in order: {exc}", position) from None
+def parse_order(data: bytes, position: int, parsed: Any = None) -> ParsedOrder:
+    """Check one order's bytes (already parsed by the splitter, or not); ChunkFormatError
+    names what is wrong."""
+    if parsed is not None:
+        order = parsed
+    else:
+        try:
+            order = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise ChunkFormatError(f"malformed JSON in order: {exc}", position) from None
+    if not isinstance(order, dict):
+        raise ChunkFormatError("an element of orders is not an object", position)
     order_id = order.get("order_id")
     if not isinstance(order_id, str) or not order_id:
         raise ChunkFormatError("order has no order_id", position)

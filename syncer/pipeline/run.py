@@ -579,8 +579,8 @@ async def _parsed_orders(
     try:
         async for block in stream:
             counter.bytes += len(block)
-            for data in splitter.feed(block):
-                yield position, parse_order(data, position)
+            for data, parsed in zip(splitter.feed(block), splitter.parsed, strict=True):
+                yield position, parse_order(data, position, parsed)
                 position += 1
         splitter.close()
     except ChunkFormatError as exc:
