@@ -23,7 +23,6 @@ from syncer.redact import redact_dsn
 from syncer.report import format_table, human_duration, moment, to_json
 from syncer.store.db import open_pool
 from syncer.store.migrate import migrate as apply_migrations
-from syncer.store.migrate import pending_migrations
 from syncer.store.outbox_store import OutboxStore
 from syncer.store.sync_store import SourceStatus, SyncStore
 
@@ -32,18 +31,13 @@ from syncer.store.sync_store import SourceStatus, SyncStore
 async def open_store(config: Config, *, require_migrated: bool = True) -> AsyncIterator[SyncStore]:
     """A SyncStore on the configured database; refuses a schema that is not migrated."""
     async with open_pool(config.database) as pool:
-        if require_migrated:
-            async with pool.acquire() as conn:
-                try:
-                    pending = await pending_migrations(conn, config.database.schema)
-                except asyncpg.PostgresError as exc:
-                    raise MigrationError(f"cannot read the schema version: {exc}") from None
-            if pending:
-                raise MigrationError(
-                    f"schema {config.database.schema} has {pending} pending migration(s): "
-                    "run `syncer migrate` first"
-                )
-        yield SyncStore(pool, config.database.schema)
+        store = SyncStore(pool, config.database.schema)
+        if require_migrated and (pending := await store.ping()):
+            raise MigrationError(
+                f"schema {config.database.schema} has {pending} pending migration(s): "
+                "run `syncer migrate` first"
+            )
+        yield store
 
 
 async def migrate(config: Config) -> int:

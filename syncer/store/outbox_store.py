@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
 
-from syncer.errors import RunSkipped
 from syncer.pipeline.push import OrderOutcome
-from syncer.store.db import translate
-
-LOCK_PUSH = "SELECT pg_try_advisory_lock(hashtext('syncer-push:' || current_schema() || ':' || $1))"
-UNLOCK_PUSH = "SELECT pg_advisory_unlock(hashtext('syncer-push:' || current_schema() || ':' || $1))"
+from syncer.store.db import advisory_lock, translated
 
 # Rows sent by a push that died before recording the answer: send them again (OR04 is idempotent).
 REQUEUE_UNANSWERED = """
@@ -102,39 +98,21 @@ class OutboxStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    @asynccontextmanager
-    async def push_lock(self, source: str) -> AsyncIterator[None]:
+    def push_lock(self, source: str) -> AbstractAsyncContextManager[None]:
         """One pusher per source across processes; RunSkipped if another holds it."""
-        try:
-            conn = await self._pool.acquire()
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise translate(exc) from None
-        try:
-            if not await conn.fetchval(LOCK_PUSH, source):
-                raise RunSkipped(f"source {source}: another push holds the lock; skipped")
-            try:
-                yield
-            finally:
-                with suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                    await conn.fetchval(UNLOCK_PUSH, source)
-        finally:
-            await self._pool.release(conn)
+        return advisory_lock(self._pool, "syncer-push", source)
 
     async def _execute(self, query: str, *args: Any) -> Any:
-        try:
+        async with translated():
             return await self._pool.execute(query, *args)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise translate(exc) from None
 
     async def requeue_unanswered(self, source: str) -> int:
         status = await self._execute(REQUEUE_UNANSWERED, source)
         return int(str(status).rsplit(" ", 1)[-1])
 
     async def next_batch(self, source: str, limit: int) -> list[DueOrder]:
-        try:
+        async with translated():
             rows = await self._pool.fetch(NEXT_BATCH, source, limit)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise translate(exc) from None
         return [
             DueOrder(
                 row["order_id"],
@@ -149,54 +127,41 @@ class OutboxStore:
         await self._execute(REJECT, list(patch_ids), orjson.dumps(errors).decode())
 
     async def seconds_since_last_call(self, source: str) -> float | None:
-        try:
+        async with translated():
             value = await self._pool.fetchval(SECONDS_SINCE_LAST_CALL, source)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise translate(exc) from None
         return None if value is None else float(value)
 
     async def start_call(self, source: str, patch_ids: Sequence[int], orders: int) -> int:
         """Record the call and mark its rows sent, before anything goes out."""
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                call_id: int = await conn.fetchval(START_CALL, source, orders)
-                await conn.execute(MARK_SENT, list(patch_ids), call_id)
-                return call_id
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise translate(exc) from None
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
+            call_id: int = await conn.fetchval(START_CALL, source, orders)
+            await conn.execute(MARK_SENT, list(patch_ids), call_id)
+            return call_id
 
     async def record_answer(self, call_id: int, outcomes: Sequence[OrderOutcome]) -> None:
         """Write every order's outcome and close the call, in one transaction."""
         applied = sum(1 for o in outcomes if o.status == "applied")
         rejected = sum(1 for o in outcomes if o.status == "rejected")
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                for outcome in outcomes:
-                    await conn.execute(
-                        RECORD_RESULT,
-                        outcome.patch_ids,
-                        outcome.status,
-                        None if outcome.errors is None else orjson.dumps(outcome.errors).decode(),
-                        None if outcome.result is None else orjson.dumps(outcome.result).decode(),
-                        outcome.note,
-                    )
-                await conn.execute(FINISH_CALL, call_id, "answered", applied, rejected, None)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise translate(exc) from None
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
+            for outcome in outcomes:
+                await conn.execute(
+                    RECORD_RESULT,
+                    outcome.patch_ids,
+                    outcome.status,
+                    None if outcome.errors is None else orjson.dumps(outcome.errors).decode(),
+                    None if outcome.result is None else orjson.dumps(outcome.result).decode(),
+                    outcome.note,
+                )
+            await conn.execute(FINISH_CALL, call_id, "answered", applied, rejected, None)
 
     async def call_failed(
         self, call_id: int, patch_ids: Sequence[int], error: str, *, max_attempts: int, final: bool
     ) -> None:
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(CALL_FAILED, list(patch_ids), error, max_attempts, final)
-                await conn.execute(FINISH_CALL, call_id, "failed", 0, 0, error)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise translate(exc) from None
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(CALL_FAILED, list(patch_ids), error, max_attempts, final)
+            await conn.execute(FINISH_CALL, call_id, "failed", 0, 0, error)
 
     async def backlog(self, sources: Sequence[str]) -> dict[str, dict[str, int]]:
-        try:
+        async with translated():
             rows = await self._pool.fetch(BACKLOG, list(sources))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise translate(exc) from None
         return {r["source"]: {k: r[k] for k in ("pending", "rejected", "failed")} for r in rows}

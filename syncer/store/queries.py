@@ -5,13 +5,6 @@ Typed columns are projections of `raw` computed by PostgreSQL, so money stays
 exact (jsonb numbers are arbitrary-precision numerics, never floats).
 """
 
-LOCK_SOURCE = (
-    "SELECT pg_try_advisory_lock(hashtext('syncer-run:' || current_schema() || ':' || $1))"
-)
-UNLOCK_SOURCE = (
-    "SELECT pg_advisory_unlock(hashtext('syncer-run:' || current_schema() || ':' || $1))"
-)
-
 GET_WATERMARK = "SELECT watermark FROM sync_state WHERE source = $1"
 
 IN_FLIGHT_EXPORT = """

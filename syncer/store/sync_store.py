@@ -6,16 +6,17 @@ Only this package catches asyncpg errors; they leave it as DatabaseError.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from syncer.errors import DatabaseError, RunSkipped
+from syncer.errors import DatabaseError
 from syncer.store import queries as q
-from syncer.store.db import translate
+from syncer.store.db import advisory_lock, translated
+from syncer.store.migrate import pending_migrations
 
 StagedRow = tuple[int, int, int, str, datetime, str]
 
@@ -57,14 +58,6 @@ class SourceStatus:
     patches_pending: int
 
 
-@asynccontextmanager
-async def _translated() -> AsyncIterator[None]:
-    try:
-        yield
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise translate(exc) from None
-
-
 class ExportMerge:
     """The merge of one export, batch by batch, in one open transaction."""
 
@@ -77,7 +70,7 @@ class ExportMerge:
     async def merge_batch(self, batch: int) -> None:
         """Staged batch -> orders (never older over newer) and the changed orders' lines."""
         conn, run_id, source = self._conn, self._run_id, self._source
-        async with _translated():
+        async with translated():
             await conn.execute(q.RESET_BATCH_TABLES)
             await conn.execute(q.FILL_INCOMING, run_id, batch)
             await conn.execute("ANALYZE incoming")
@@ -93,7 +86,7 @@ class ExportMerge:
     ) -> MergeResult:
         """Close the export, count, move the watermark; the caller's block then commits."""
         conn, run_id, source = self._conn, self._run_id, self._source
-        async with _translated():
+        async with translated():
             received, changed = await conn.fetchrow(q.COUNT_EXPORT, run_id)
             await conn.execute(q.CLEAR_STAGING_OF_RUN, run_id)
             await conn.execute(q.CLOSE_EXPORT, tracking_id, "merged", None)
@@ -116,42 +109,24 @@ class SyncStore:
     def pool(self) -> asyncpg.Pool:
         return self._pool
 
-    @asynccontextmanager
-    async def source_lock(self, source: str) -> AsyncIterator[None]:
-        """Hold the source's advisory lock (any replica, any process); RunSkipped if taken.
-
-        The lock is tied to a session, so a crashed worker releases it.
-        """
-        async with _translated():
-            conn = await self._pool.acquire()
-        try:
-            async with _translated():
-                got = await conn.fetchval(q.LOCK_SOURCE, source)
-            if not got:
-                raise RunSkipped(f"source {source}: another run holds the lock; skipped")
-            try:
-                yield
-            finally:
-                # On failure the session ends below and takes the lock with it.
-                with suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                    await conn.fetchval(q.UNLOCK_SOURCE, source)
-        finally:
-            await self._pool.release(conn)
+    def source_lock(self, source: str) -> AbstractAsyncContextManager[None]:
+        """One run per source at a time, across processes and replicas; RunSkipped if taken."""
+        return advisory_lock(self._pool, "syncer-run", source)
 
     async def watermark(self, source: str) -> datetime | None:
-        async with _translated():
+        async with translated():
             value: datetime | None = await self._pool.fetchval(q.GET_WATERMARK, source)
             return value
 
     async def in_flight_export(self, source: str) -> InFlightExport | None:
-        async with _translated():
+        async with translated():
             row = await self._pool.fetchrow(q.IN_FLIGHT_EXPORT, source)
         return InFlightExport(**dict(row)) if row else None
 
     async def begin_run(
         self, source: str, mode: str, window_start: datetime, window_end: datetime, exports: int
     ) -> int:
-        async with _translated(), self._pool.acquire() as conn:
+        async with translated(), self._pool.acquire() as conn:
             await conn.execute(q.CLEAR_STAGING_OF_SOURCE, source)
             await conn.execute(q.CLOSE_DEAD_RUNS, source)
             run_id: int = await conn.fetchval(
@@ -171,7 +146,7 @@ class SyncStore:
         moves_watermark_to: datetime | None,
     ) -> None:
         """Store a tracking id the moment OR13 returns it, before any polling."""
-        async with _translated(), self._pool.acquire() as conn, conn.transaction():
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 q.RECORD_EXPORT,
                 tracking_id,
@@ -186,21 +161,21 @@ class SyncStore:
 
     async def adopt_export(self, tracking_id: str, run_id: int) -> None:
         """Make a run the owner of an export a previous run left in flight."""
-        async with _translated(), self._pool.acquire() as conn, conn.transaction():
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
             await conn.execute(q.ADOPT_EXPORT, tracking_id, run_id)
             await conn.execute(q.RUN_TRACKING, run_id, tracking_id)
 
     async def close_export(self, tracking_id: str, status: str, error: str | None) -> None:
-        async with _translated():
+        async with translated():
             await self._pool.execute(q.CLOSE_EXPORT, tracking_id, status, error)
 
     async def clear_staging(self, run_id: int) -> None:
-        async with _translated():
+        async with translated():
             await self._pool.execute(q.CLEAR_STAGING_OF_RUN, run_id)
 
     async def stage_rows(self, rows: AsyncIterable[StagedRow] | Sequence[StagedRow]) -> None:
         """COPY rows into staging. If `rows` raises, nothing of it stays staged."""
-        async with _translated(), self._pool.acquire() as conn:
+        async with translated(), self._pool.acquire() as conn:
             await conn.copy_records_to_table(
                 "staged_orders",
                 records=rows,
@@ -215,19 +190,19 @@ class SyncStore:
         Nothing is visible to readers until `ExportMerge.finish` commits; leaving the
         block any other way rolls everything back.
         """
-        async with _translated(), self._pool.acquire() as conn, conn.transaction():
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
             await conn.execute(q.CREATE_MERGE_TABLES)
             yield ExportMerge(conn, run_id, source)
 
     async def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
-        async with _translated():
+        async with translated():
             await self._pool.execute(q.FINISH_RUN, run_id, status, error)
 
     async def freshness(
         self, sources: Sequence[str]
     ) -> tuple[dict[str, datetime | None], dict[str, datetime | None]]:
         """Per source: the watermark, and when the last successful run ended."""
-        async with _translated():
+        async with translated():
             rows = await self._pool.fetch(q.FRESHNESS, list(sources))
         return (
             {r["source"]: r["watermark"] for r in rows},
@@ -236,18 +211,16 @@ class SyncStore:
 
     async def ping(self) -> int:
         """Round trip to the database; the number of pending migrations."""
-        from syncer.store.migrate import pending_migrations
-
-        async with _translated(), self._pool.acquire() as conn:
+        async with translated(), self._pool.acquire() as conn:
             return await pending_migrations(conn, self._schema)
 
     async def runs(self, source: str | None, limit: int) -> list[dict[str, Any]]:
         """The most recent runs, newest first."""
-        async with _translated():
+        async with translated():
             return [dict(row) for row in await self._pool.fetch(q.RUNS, source, limit)]
 
     async def status(self, sources: Sequence[str]) -> list[SourceStatus]:
-        async with _translated():
+        async with translated():
             rows = await self._pool.fetch(q.STATUS, list(sources))
         return [SourceStatus(**_status_fields(row)) for row in rows]
 
