@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import datetime, timedelta
@@ -71,7 +71,16 @@ async def run_source(
             raise
 
 
-async def _run_each(config: Config, name: str | None, mode: str, since: datetime | None) -> int:
+async def _for_each_source(
+    config: Config,
+    name: str | None,
+    what: str,
+    work: Callable[[SyncStore, SourceConfig], Awaitable[str]],
+) -> int:
+    """Do `work` for the selected sources, one after the other, printing one line each.
+
+    Every source is tried; the exit code is the worst outcome (1 failed, 2 config, 3 skipped).
+    """
     sources = config.select_sources(name)
     for source in sources:
         source.require_api_key()
@@ -79,17 +88,18 @@ async def _run_each(config: Config, name: str | None, mode: str, since: datetime
     async with open_store(config) as store:
         for source in sources:
             try:
-                summary = await run_source(config, store, source, mode, since)
+                print(await work(store, source))
+                outcomes.append(0)
             except RunSkipped as exc:
                 print(f"{source.name}: skipped: {exc}")
                 outcomes.append(exc.exit_code)
-                continue
             except SyncerError as exc:
-                print(f"{source.name}: failed: {exc}")
+                print(
+                    f"{source.name}: {what} failed: {exc}"
+                    if what
+                    else f"{source.name}: failed: {exc}"
+                )
                 outcomes.append(exc.exit_code)
-                continue
-            print(describe_summary(summary))
-            outcomes.append(0)
     return max(outcomes, key=lambda code: (code == 1, code == 2, code)) if outcomes else 0
 
 
@@ -103,11 +113,18 @@ def describe_summary(s: RunSummary) -> str:
 
 
 async def sync(config: Config, name: str | None) -> int:
-    return await _run_each(config, name, "differential", None)
+    return await _sync_each(config, name, "differential", None)
 
 
 async def resync(config: Config, name: str | None, since: datetime | None) -> int:
-    return await _run_each(config, name, "full", since)
+    return await _sync_each(config, name, "full", since)
+
+
+async def _sync_each(config: Config, name: str | None, mode: str, since: datetime | None) -> int:
+    async def one(store: SyncStore, source: SourceConfig) -> str:
+        return describe_summary(await run_source(config, store, source, mode, since))
+
+    return await _for_each_source(config, name, "", one)
 
 
 async def push_source(config: Config, pool: asyncpg.Pool, source: SourceConfig) -> PushSummary:
@@ -119,21 +136,10 @@ async def push_source(config: Config, pool: asyncpg.Pool, source: SourceConfig) 
 
 
 async def push(config: Config, name: str | None) -> int:
-    sources = config.select_sources(name)
-    for source in sources:
-        source.require_api_key()
-    outcomes: list[int] = []
-    async with open_store(config) as store:
-        for source in sources:
-            try:
-                summary = await push_source(config, store.pool, source)
-            except SyncerError as exc:
-                print(f"{source.name}: push failed: {exc}")
-                outcomes.append(exc.exit_code)
-                continue
-            print(summary.describe())
-            outcomes.append(0)
-    return max(outcomes, key=lambda code: (code == 1, code == 2, code)) if outcomes else 0
+    async def one(store: SyncStore, source: SourceConfig) -> str:
+        return (await push_source(config, store.pool, source)).describe()
+
+    return await _for_each_source(config, name, "push", one)
 
 
 def status_record(row: SourceStatus, source: SourceConfig, now: datetime) -> dict[str, Any]:

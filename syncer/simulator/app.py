@@ -164,6 +164,17 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response({"status": status, "message": message}, status=status, headers=headers)
 
 
+async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
+    """The request's JSON object body, or the 400 Mirakl answers instead."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return _error(400, "Request body is not valid JSON")
+    if not isinstance(body, dict):
+        return _error(400, "Request body must be a JSON object")
+    return body
+
+
 def _parse_date(text: object, name: str) -> datetime:
     if not isinstance(text, str):
         raise ValueError(f"{name} must be a date-time string")
@@ -227,12 +238,9 @@ def build_app(state: SimulatorState) -> web.Application:
         refused, _fault = await admit("OR13", request)
         if refused is not None:
             return refused
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            return _error(400, "Request body is not valid JSON")
-        if not isinstance(body, dict):
-            return _error(400, "Request body must be a JSON object")
+        body = await _json_object(request)
+        if isinstance(body, web.Response):
+            return body
         try:
             created = _range(body, "start_date", "end_date")
             updated = _range(body, "start_update_date", "end_update_date")
@@ -319,11 +327,10 @@ def build_app(state: SimulatorState) -> web.Application:
         refused, _fault = await admit("OR04", request)
         if refused is not None:
             return refused
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            return _error(400, "Request body is not valid JSON")
-        orders = body.get("orders") if isinstance(body, dict) else None
+        body = await _json_object(request)
+        if isinstance(body, web.Response):
+            return body
+        orders = body.get("orders")
         if not isinstance(orders, list) or not all(isinstance(o, dict) for o in orders):
             return _error(400, "orders must be an array of objects")
         if len(orders) > 100:
