@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -36,7 +36,6 @@ class Case:
     fault: dict[str, Any]
     error: type[SyncerError] | None = None  # None: the run absorbs the fault and succeeds
     match: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
         shown = ",".join(f"{k}={v!r}"[:30] for k, v in self.fault.items())
