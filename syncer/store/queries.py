@@ -78,7 +78,8 @@ ORDER BY order_id, last_updated_date DESC, position DESC
 """
 
 # Never older over newer: a stored order changes only for a later last_updated_date
-# (or the same date with different content).
+# (or the same date with different content). The typed columns were computed while
+# staging (migration 006); `raw` is stored as staged (already compressed, where lz4 is).
 UPSERT_ORDERS = """
 WITH upserted AS (
     INSERT INTO orders AS o (
@@ -87,20 +88,15 @@ WITH upserted AS (
         customer_debited_date, shipping_deadline, currency_iso_code, price, shipping_price,
         total_price, total_commission, payment_type, payment_workflow, customer_id,
         shipping_type_code, shipping_zone_code, has_incident, fully_refunded, raw, run_id, synced_at)
-    SELECT $2, i.order_id, r->>'commercial_id', r->>'order_state', r->>'order_state_reason_code',
-        r->>'shop_id', r->'channel'->>'code', (r->>'created_date')::timestamptz,
-        i.last_updated_date, (r->>'acceptance_decision_date')::timestamptz,
-        (r->>'customer_debited_date')::timestamptz, (r->>'shipping_deadline')::timestamptz,
-        r->>'currency_iso_code', (r->>'price')::numeric, (r->>'shipping_price')::numeric,
-        (r->>'total_price')::numeric, (r->>'total_commission')::numeric, r->>'payment_type',
-        r->>'payment_workflow', r->'customer'->>'customer_id', r->>'shipping_type_code',
-        r->>'shipping_zone_code', (r->>'has_incident')::boolean, (r->>'fully_refunded')::boolean,
-        r, $1, now()
+    SELECT $2, i.order_id, s.commercial_id, s.order_state, s.order_state_reason_code,
+        s.shop_id, s.channel_code, s.created_date::timestamptz, i.last_updated_date,
+        s.acceptance_decision_date::timestamptz, s.customer_debited_date::timestamptz,
+        s.shipping_deadline::timestamptz, s.currency_iso_code, s.price, s.shipping_price,
+        s.total_price, s.total_commission, s.payment_type, s.payment_workflow, s.customer_id,
+        s.shipping_type_code, s.shipping_zone_code, s.has_incident, s.fully_refunded,
+        s.raw, $1, now()
     FROM incoming i
-    JOIN staged_orders s ON s.run_id = $1 AND s.batch = i.batch AND s.position = i.position,
-    -- Detoast each document once (`|| '{}'` makes an in-memory copy; OFFSET 0 keeps the
-    -- planner from inlining it), not once per extracted field: half the merge's time.
-    LATERAL (SELECT s.raw || '{}'::jsonb AS r OFFSET 0) x
+    JOIN staged_orders s ON s.run_id = $1 AND s.batch = i.batch AND s.position = i.position
     ON CONFLICT (source, order_id) DO UPDATE SET
         commercial_id = EXCLUDED.commercial_id, order_state = EXCLUDED.order_state,
         order_state_reason_code = EXCLUDED.order_state_reason_code, shop_id = EXCLUDED.shop_id,
