@@ -45,3 +45,8 @@ EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
     RAISE NOTICE 'lz4 is not available in this PostgreSQL build: staged documents stay uncompressed';
 END
 $$;
+
+-- Each batch's merge reads only that batch's staged rows (rows arrive in batch order,
+-- so the index grows at its right edge); without it, every batch scanned all of the
+-- run's staging so far.
+CREATE INDEX staged_orders_batch_idx ON staged_orders (run_id, batch);

@@ -96,7 +96,7 @@ WITH upserted AS (
         s.shipping_type_code, s.shipping_zone_code, s.has_incident, s.fully_refunded,
         s.raw, $1, now()
     FROM incoming i
-    JOIN staged_orders s ON s.run_id = $1 AND s.batch = i.batch AND s.position = i.position
+    JOIN staged_orders s ON s.run_id = $1 AND s.batch = $3 AND s.position = i.position
     ON CONFLICT (source, order_id) DO UPDATE SET
         commercial_id = EXCLUDED.commercial_id, order_state = EXCLUDED.order_state,
         order_state_reason_code = EXCLUDED.order_state_reason_code, shop_id = EXCLUDED.shop_id,
@@ -120,6 +120,11 @@ WITH upserted AS (
 INSERT INTO changed SELECT order_id FROM upserted
 """
 
+# One index probe per changed order. Left to itself the planner hashes `changed` and
+# scans all of order_lines, once per batch: quadratic over a long resync.
+INDEX_PROBES_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+ANY_JOIN = "SET LOCAL enable_hashjoin = DEFAULT; SET LOCAL enable_mergejoin = DEFAULT"
+
 DELETE_CHANGED_LINES = """
 DELETE FROM order_lines l USING changed c WHERE l.source = $1 AND l.order_id = c.order_id
 """
@@ -140,7 +145,7 @@ SELECT $1, e->>'order_line_id', i.order_id, (e->>'order_line_index')::integer,
     (e->>'received_date')::timestamptz, e
 FROM changed c
 JOIN incoming i USING (order_id)
-JOIN staged_orders s ON s.run_id = $2 AND s.batch = i.batch AND s.position = i.position
+JOIN staged_orders s ON s.run_id = $2 AND s.batch = $3 AND s.position = i.position
 CROSS JOIN LATERAL jsonb_array_elements(
     CASE WHEN jsonb_typeof(s.raw->'order_lines') = 'array' THEN s.raw->'order_lines' ELSE '[]'::jsonb END
 ) AS e
