@@ -120,13 +120,19 @@ WITH upserted AS (
 INSERT INTO changed SELECT order_id FROM upserted
 """
 
-# One index probe per changed order. Left to itself the planner hashes `changed` and
-# scans all of order_lines, once per batch: quadratic over a long resync.
-INDEX_PROBES_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
-ANY_JOIN = "SET LOCAL enable_hashjoin = DEFAULT; SET LOCAL enable_mergejoin = DEFAULT"
-
+# The lines of the batch's changed orders, found by one index probe per order: the
+# OFFSET 0 subquery runs per changed order, and the DELETE takes the rows by ctid. Any
+# plan the planner could pick for a plain join was worse with the statistics it has in
+# the middle of a long transaction (order_lines grows by the run's own rows, which no
+# ANALYZE has seen): a hash join scanned all of order_lines per batch, a nested loop
+# with a filter compared every pair.
 DELETE_CHANGED_LINES = """
-DELETE FROM order_lines l USING changed c WHERE l.source = $1 AND l.order_id = c.order_id
+DELETE FROM order_lines WHERE ctid = ANY (ARRAY(
+    SELECT l.ctid FROM changed c
+    CROSS JOIN LATERAL (
+        SELECT ctid FROM order_lines WHERE source = $1 AND order_id = c.order_id OFFSET 0
+    ) l
+))
 """
 
 INSERT_CHANGED_LINES = """
