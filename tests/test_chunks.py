@@ -86,6 +86,15 @@ def test_malformed_chunks_are_refused_with_a_reason(document: bytes, reason: str
             "no order_line_id",
         ),
         (b'{"order_id": "A", "last_updated_date": "2026-01-01Z", "x": }', "malformed JSON"),
+        (
+            b'{"order_id": "A", "last_updated_date": "2026-01-01T00:00:00Z", "has_incident": "maybe"}',
+            "order A: has_incident 'maybe' is not a boolean",
+        ),
+        (
+            b'{"order_id": "A", "last_updated_date": "2026-01-01T00:00:00Z", '
+            b'"order_lines": [{"order_line_id": "A-1", "order_line_index": 1.5}]}',
+            r"order A line #0: order_line_index 1\.5 is not an integer",
+        ),
     ],
 )
 def test_invalid_orders_are_named_with_their_position(order: bytes, reason: str) -> None:

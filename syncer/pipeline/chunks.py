@@ -42,6 +42,10 @@ LINE_MONEY = (
     "total_commission",
 )
 LINE_DATES = ("created_date", "last_updated_date", "shipped_date", "received_date")
+# Typed as boolean / integer columns by PostgreSQL: checked here so that a bad value is
+# refused with the order's name, not by the COPY or the merge with a row number.
+ORDER_FLAGS = ("has_incident", "fully_refunded")
+LINE_INTEGERS = ("quantity", "order_line_index")
 
 
 class ChunkFormatError(ValueError):
@@ -316,6 +320,10 @@ def parse_order(data: bytes, position: int, parsed: Any = None) -> ParsedOrder:
     except ValueError as exc:
         raise ChunkFormatError(f"order {order_id}: last_updated_date {exc}", position) from None
     _check_fields(order, ORDER_MONEY, ORDER_DATES, f"order {order_id}", position)
+    for key in ORDER_FLAGS:
+        flag = order.get(key)
+        if flag is not None and not isinstance(flag, bool) and flag not in ("true", "false"):
+            raise ChunkFormatError(f"order {order_id}: {key} {flag!r} is not a boolean", position)
     lines = order.get("order_lines")
     if lines is not None:
         if not isinstance(lines, list):
@@ -325,13 +333,10 @@ def parse_order(data: bytes, position: int, parsed: Any = None) -> ParsedOrder:
             if not isinstance(line, dict) or not isinstance(line.get("order_line_id"), str):
                 raise ChunkFormatError(f"{where}: no order_line_id", position)
             _check_fields(line, LINE_MONEY, LINE_DATES, where, position)
-            quantity = line.get("quantity")
-            if quantity is not None and (
-                isinstance(quantity, bool) or not isinstance(quantity, int)
-            ):
-                raise ChunkFormatError(
-                    f"{where}: quantity {quantity!r} is not an integer", position
-                )
+            for key in LINE_INTEGERS:
+                number = line.get(key)
+                if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
+                    raise ChunkFormatError(f"{where}: {key} {number!r} is not an integer", position)
     return ParsedOrder(order_id, last_updated, data.decode("utf-8"))
 
 
