@@ -140,7 +140,9 @@ class RunSummary:
     error: str | None = None
     watermark: datetime | None = None
     # Seconds per stage: export_wait (OR13 + OR14), download_and_merge (OR15, parse, COPY and
-    # the batch merges overlapping them), merge (time the merger was busy), commit.
+    # the batch merges overlapping them), merge (time the merger was busy), merge_tail (of
+    # download_and_merge, the part after the last chunk was staged: the merger's backlog),
+    # commit (counts, staging emptied, watermark, COMMIT).
     stage_seconds: dict[str, float] = field(default_factory=dict)
     exports_total: int = 1
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -282,6 +284,7 @@ class SyncRun:
             mb=round(summary.bytes / 1e6, 2),
             duration_s=round(summary.duration_s, 3),
             watermark=summary.watermark.isoformat() if summary.watermark else None,
+            **{f"{stage}_s": round(secs, 3) for stage, secs in summary.stage_seconds.items()},
         )
         return summary
 
@@ -377,7 +380,9 @@ class SyncRun:
                 await self._load_chunk(summary.run_id, url, counter, step, batches, merger)
                 self._progress(summary, index + 1, len(urls), counter.orders)
             await _hand_over(batches, None, merger)
+            staged = time.monotonic()
             await merger
+            summary.add_stage("merge_tail", time.monotonic() - staged)
         finally:
             if not merger.done():
                 merger.cancel()
