@@ -47,8 +47,9 @@ STAGED_COLUMNS = ("run_id", "batch", "position", "order_id", "last_updated_date"
 
 # An export is merged batch by batch inside one transaction (so nothing is visible until
 # its end), while the next batch is still streaming into staging on another connection.
+# `incoming` and `changed` hold one batch at a time; each statement gets the batch number.
 CREATE_MERGE_TABLES = """
-CREATE TEMP TABLE incoming (order_id text, batch integer, position integer,
+CREATE TEMP TABLE incoming (order_id text, position integer,
     last_updated_date timestamptz) ON COMMIT DROP;
 CREATE TEMP TABLE changed (order_id text) ON COMMIT DROP;
 CREATE TEMP TABLE changed_in_export (order_id text PRIMARY KEY) ON COMMIT DROP;
@@ -72,7 +73,7 @@ SELECT (SELECT count(DISTINCT order_id) FROM staged_orders WHERE run_id = $1),
 # Batches are merged in order, so across batches the guard below keeps the newest too.
 FILL_INCOMING = """
 INSERT INTO incoming
-SELECT DISTINCT ON (order_id) order_id, batch, position, last_updated_date
+SELECT DISTINCT ON (order_id) order_id, position, last_updated_date
 FROM staged_orders WHERE run_id = $1 AND batch = $2
 ORDER BY order_id, last_updated_date DESC, position DESC
 """
