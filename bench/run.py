@@ -1,6 +1,6 @@
 """The benchmark: one command, one table.
 
-    python -m bench.run [--orders 100000] [--skip-dlt] [--big-chunk]
+    python -m bench.run [--orders 100000] [--skip-dlt] [--big-chunk] [--repeat N]
 
 Seeds the simulator (its own process, on loopback) with N orders, then runs on
 the same export and the same PostgreSQL, each in its own process:
@@ -8,7 +8,8 @@ the same export and the same PostgreSQL, each in its own process:
   ceiling    the same rows pre-built in memory, COPY + the same merge SQL
   naive      json.loads + executemany upserts
   dlt        dlt (merge on order_id, default normalisation)
-and prints orders/s, MB/s, peak RSS and the ratios. `--big-chunk` also loads one
+and prints orders/s, MB/s, peak RSS and the ratios (with --repeat N, of each
+contender's median over N interleaved rounds). `--big-chunk` also loads one
 export cut as a single chunk of about 1 GB and reports the worker's peak RSS.
 Numbers swing run to run on shared machines: compare within one run.
 """
@@ -162,6 +163,11 @@ def contender(name: str, dsn: str, schema: str, sim: str, days: float) -> dict[s
     return result
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median time (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
+
+
 def table(results: list[dict[str, Any]]) -> str:
     by = {r["name"]: r for r in results}
     ceiling = by.get("ceiling")
@@ -188,6 +194,12 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--dsn", default=os.environ.get("SYNCER_BENCH_DSN", DEFAULT_DSN))
     parser.add_argument("--skip-dlt", action="store_true")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of every contender, interleaved; the table shows each one's median",
+    )
     parser.add_argument("--big-chunk", action="store_true", help="also a ~1 GB single-chunk export")
     parser.add_argument(
         "--big-orders", type=int, default=190_000, help="orders for --big-chunk (~1 GB)"
@@ -201,15 +213,26 @@ def main() -> None:
         f"simulator: {args.orders:,} orders ready in {time.perf_counter() - started:.0f}s",
         file=sys.stderr,
     )
+    names = ["syncer", "ceiling", "naive"] + ([] if args.skip_dlt else ["dlt"])
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     try:
-        results = [syncer_e2e(args.dsn, "bench_syncer", url, days)]
-        print(f"syncer: {results[-1]}", file=sys.stderr)
-        for name in ["ceiling", "naive"] + ([] if args.skip_dlt else ["dlt"]):
-            results.append(contender(name, args.dsn, f"bench_{name}", url, days))
-            print(f"{name}: {results[-1]}", file=sys.stderr)
+        for round_ in range(1, args.repeat + 1):
+            for name in names:  # interleaved: a slow spell of the machine hits every contender
+                if name == "syncer":
+                    result = syncer_e2e(args.dsn, "bench_syncer", url, days)
+                else:
+                    result = contender(name, args.dsn, f"bench_{name}", url, days)
+                runs[name].append(result)
+                print(f"round {round_} {name}: {result}", file=sys.stderr)
     finally:
         sim.terminate()
         sim.wait()
+    results = [median_run(runs[name]) for name in names]
+    if args.repeat > 1:
+        print(f"median of {args.repeat} interleaved rounds; seconds of each round:")
+        for name in names:
+            seconds = ", ".join(f"{run['seconds']:.1f}" for run in runs[name])
+            print(f"  {name}: {seconds}")
     print(table(results))
     stages = results[0]["stages"]
     print(f"\nsyncer stages (s): {json.dumps(stages)}")
