@@ -15,7 +15,9 @@ KEY = "sim-secret-key"
 async def chunk_bodies(base_url: str, days: float) -> AsyncIterator[bytes]:
     """Each chunk file of a fresh export of the last `days` days, whole."""
     end = datetime.now(UTC)
-    start = end - timedelta(days=days)
+    # A day of margin, as the syncer's start_date has: the simulator seeded orders up to
+    # `days` before it started, and a long (--repeat) benchmark would lose the oldest.
+    start = end - timedelta(days=days + 1)
     body = {
         "start_update_date": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "end_update_date": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
