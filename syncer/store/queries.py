@@ -153,8 +153,11 @@ SELECT $1, e->>'order_line_id', i.order_id, (e->>'order_line_index')::integer,
 FROM changed c
 JOIN incoming i USING (order_id)
 JOIN staged_orders s ON s.run_id = $2 AND s.batch = $3 AND s.position = i.position
+-- The staged document is read (fetched and decompressed) once: OFFSET 0 keeps the planner
+-- from inlining `d.lines` into both places that use it.
+CROSS JOIN LATERAL (SELECT s.raw->'order_lines' AS lines OFFSET 0) d
 CROSS JOIN LATERAL jsonb_array_elements(
-    CASE WHEN jsonb_typeof(s.raw->'order_lines') = 'array' THEN s.raw->'order_lines' ELSE '[]'::jsonb END
+    CASE WHEN jsonb_typeof(d.lines) = 'array' THEN d.lines ELSE '[]'::jsonb END
 ) AS e
 ON CONFLICT (source, order_line_id) DO UPDATE SET
     order_id = EXCLUDED.order_id, order_line_index = EXCLUDED.order_line_index,
