@@ -9,6 +9,7 @@ import aiohttp
 import orjson
 import pytest
 
+from syncer.dates import utc_now
 from syncer.simulator import SimulatorConfig, SimulatorState, serve
 from syncer.simulator.orders import iso
 
@@ -163,6 +164,46 @@ async def test_update_filter_subtracts_the_small_delta(
     assert await completed_urls(http, sim_url, str(answer["tracking_id"])) == [], (
         "empty export: no URL"
     )
+
+
+async def export_everything(http: aiohttp.ClientSession, url: str) -> dict[str, object]:
+    """Every order of a fresh export, by id, as served."""
+    status, answer = await or13(
+        http,
+        url,
+        start_update_date=iso(utc_now() - timedelta(days=300)),
+        end_update_date=iso(utc_now() + timedelta(days=1)),
+    )
+    assert status == 200
+    served: dict[str, object] = {}
+    for chunk_url in await completed_urls(http, url, str(answer["tracking_id"])):
+        async with http.get(chunk_url) as resp:
+            served.update({o["order_id"]: o for o in orjson.loads(await resp.read())["orders"]})
+    return served
+
+
+async def test_every_export_serves_orders_as_they_are_now(
+    http: aiohttp.ClientSession, sim_url: str, sim_state: SimulatorState
+) -> None:
+    """Exports reuse each order's JSON while it is unchanged: an order changed between two
+    exports (by the simulator, by OR04, or in place by a test) is served as it is now."""
+    sim_state.config.pending_polls = 0
+    ids = sim_state.seed_orders(30, days=30)
+    first = await export_everything(http, sim_url)
+    assert first == sim_state.orders
+    sim_state.update_orders(5)
+    async with http.put(
+        f"{sim_url}/api/orders",
+        data=orjson.dumps({"orders": [{"order_id": ids[0], "references": {"x": "NEW"}}]}),
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    in_place = sim_state.orders[ids[1]]
+    in_place["last_updated_date"] = iso(sim_state.now() - timedelta(minutes=1))
+    in_place["order_state"] = "CLOSED"
+    second = await export_everything(http, sim_url)
+    assert second == sim_state.orders
+    assert second != first
+    assert second[ids[1]]["order_state"] == "CLOSED"  # type: ignore[index]
 
 
 async def test_control_endpoints_change_orders_and_time(
