@@ -47,8 +47,9 @@ async def ceiling(args: argparse.Namespace) -> dict[str, Any]:
         "INSERT INTO sync_exports (tracking_id, source, run_id, mode, window_start, window_end) VALUES ('t', 'bench', 1, 'full', now(), now())"
     )
     store = SyncStore(pool, args.schema)
+    await store.create_staging(1)
     started = time.perf_counter()
-    await store.stage_rows(rows)
+    await store.stage_rows(1, rows)
     async with store.export_merge(1, "bench") as merge:
         await merge.merge_batch(0)
         await merge.finish(tracking_id="t", chunks=1, bytes_read=size, watermark_to=None)

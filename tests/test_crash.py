@@ -15,7 +15,7 @@ import pytest
 
 from syncer.dates import parse_instant
 from syncer.simulator import SimulatorState
-from tests.truth import assert_matches_truth
+from tests.truth import assert_matches_truth, staging_left
 from tests.workers import rerun_until_success, start
 
 APP = "mirakl-order-sync"
@@ -105,6 +105,7 @@ async def test_kill_at_each_stage_then_rerun_converges(
             await blocker.close()
     assert proc.returncode == -signal.SIGKILL
     await assert_watermark_not_ahead(db, crash_sim)
+    assert (await staging_left(db))[1] == 1, "the killed run's staging table is left behind"
     or13_before_rerun = crash_sim.calls["OR13"]
     await rerun_until_success(config_file, args)
     if point in ("polling", "download", "merge", "commit") and command == "sync":
@@ -114,6 +115,7 @@ async def test_kill_at_each_stage_then_rerun_converges(
     dead = await db.fetchval("SELECT count(*) FROM sync_runs WHERE status = 'interrupted'")
     assert dead >= 1, "the killed run is closed as interrupted by the next one"
     assert await db.fetchval("SELECT count(*) FROM sync_runs WHERE status = 'running'") == 0
+    assert await staging_left(db) == (0, 0), "the next run dropped it"
 
 
 async def _gt(value: int, than: int) -> bool:
@@ -157,7 +159,7 @@ async def test_sigterm_during_a_run_ends_it_cleanly(
     assert "stopped by SIGTERM" in err.decode().splitlines()[-1]
     run = await db.fetchrow("SELECT status, error FROM sync_runs ORDER BY run_id DESC LIMIT 1")
     assert run["status"] == "interrupted" and run["error"] == "interrupted by shutdown"
-    assert await db.fetchval("SELECT count(*) FROM staged_orders") == 0
+    assert await staging_left(db) == (0, 0)
     assert await db.fetchval("SELECT watermark FROM sync_state") is None
     await rerun_until_success(config_file, ("resync", "--full"))
     await assert_matches_truth(db, crash_sim)

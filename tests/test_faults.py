@@ -19,7 +19,7 @@ from syncer.errors import ChunkInvalid, MiraklUnavailable, StreamBroken, SyncerE
 from syncer.simulator import SimulatorConfig, SimulatorState, serve
 from syncer.simulator.app import SimExport
 from syncer.store.sync_store import SyncStore
-from tests.truth import assert_matches_truth
+from tests.truth import assert_matches_truth, staging_left
 
 FAST_HTTP = HttpConfig(
     timeout_seconds=0.5,
@@ -133,7 +133,7 @@ async def test_fault_ends_in_truth_or_a_loud_failure_then_truth(
         assert "token=" not in str(caught.value), "chunk URLs are shown without their query"
         assert await store.watermark("shop") == mark
         assert await pool.fetch("SELECT order_id, raw FROM orders ORDER BY order_id") == before
-        assert await pool.fetchval("SELECT count(*) FROM staged_orders") == 0
+        assert await staging_left(pool) == (0, 0)
         run = await pool.fetchrow(
             "SELECT status, error FROM sync_runs ORDER BY run_id DESC LIMIT 1"
         )

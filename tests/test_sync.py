@@ -17,7 +17,7 @@ from syncer.errors import AuthRefused, ConfigError, ExportFailed, MiraklUnavaila
 from syncer.simulator import SimulatorState
 from syncer.simulator.orders import iso
 from syncer.store.sync_store import SyncStore
-from tests.truth import assert_matches_truth
+from tests.truth import assert_matches_truth, staging_left
 
 
 async def test_full_resync_then_differentials_equal_the_truth(
@@ -172,7 +172,7 @@ async def test_failed_export_leaves_the_watermark(
     run = await pool.fetchrow("SELECT status, error FROM sync_runs ORDER BY run_id DESC LIMIT 1")
     assert run["status"] == "failed" and final in run["error"]
     assert await store.in_flight_export("shop") is None
-    assert await pool.fetchval("SELECT count(*) FROM staged_orders") == 0
+    assert await staging_left(pool) == (0, 0)
     await run_source(config, store, config.sources[0], "differential")
     await assert_matches_truth(pool, sim_state)
 

@@ -15,7 +15,7 @@ from syncer.dates import parse_instant, utc_now
 from syncer.simulator import SimulatorState
 from syncer.store.migrate import _apply, load_migrations, migrate
 from syncer.store.sync_store import SyncStore
-from tests.truth import assert_matches_truth
+from tests.truth import assert_matches_truth, staging_left
 
 
 async def test_typed_staging_migration_over_a_dead_runs_staging(
@@ -61,7 +61,7 @@ async def test_typed_staging_migration_over_a_dead_runs_staging(
     summary = await run_source(config, store, config.sources[0], "full")
     assert summary.status == "succeeded" and summary.orders == 40
     await assert_matches_truth(pool, sim_state)
-    assert await pool.fetchval("SELECT count(*) FROM staged_orders") == 0
+    assert await staging_left(pool) == (0, 0)
     assert await pool.fetchval("SELECT status FROM sync_runs ORDER BY run_id LIMIT 1") == (
         "interrupted"
     )

@@ -47,3 +47,13 @@ async def assert_matches_truth(
             assert got[line_id]["quantity"] == line["quantity"]
             assert got[line_id]["price"] == dec(line["price"])
             assert got[line_id]["order_line_state"] == line["order_line_state"]
+
+
+async def staging_left(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[int, int]:
+    """(rows in staged_orders, runs' staging tables) still in the schema."""
+    rows = await conn.fetchval("SELECT count(*) FROM staged_orders")
+    tables = await conn.fetchval(
+        "SELECT count(*) FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
+        " AND relkind = 'r' AND relname ~ '^staged_orders_[0-9]+$'"
+    )
+    return int(rows), int(tables)

@@ -108,9 +108,12 @@ class RunStore(Protocol):
     async def adopt_export(self, tracking_id: str, run_id: int) -> None: ...
     async def close_export(self, tracking_id: str, status: str, error: str | None) -> None: ...
     async def clear_staging(self, run_id: int) -> None: ...
-    async def stage_rows(self, rows: AsyncIterable[StagedRow] | Sequence[StagedRow]) -> None: ...
+    async def stage_rows(
+        self, run_id: int, rows: AsyncIterable[StagedRow] | Sequence[StagedRow]
+    ) -> None: ...
     def export_merge(self, run_id: int, source: str) -> AbstractAsyncContextManager[BatchMerge]: ...
     async def finish_run(self, run_id: int, status: str, error: str | None = None) -> None: ...
+    async def drop_staging(self, run_id: int) -> None: ...
 
 
 @dataclass
@@ -273,6 +276,7 @@ class SyncRun:
         summary.duration_s = time.monotonic() - started
         summary.watermark = await self.store.watermark(name)
         await self.store.finish_run(run_id, "succeeded")
+        await self._drop_staging(run_id)
         self._finished(summary)
         log.info(
             "run_finished",
@@ -294,10 +298,16 @@ class SyncRun:
 
     async def _close_failed_run(self, summary: RunSummary) -> None:
         try:
-            await self.store.clear_staging(summary.run_id)
             await self.store.finish_run(summary.run_id, summary.status, summary.error)
         except Exception as exc:  # the original error matters more
             get_logger().error("run_close_failed", error=_one_line(exc))
+        await self._drop_staging(summary.run_id)
+
+    async def _drop_staging(self, run_id: int) -> None:
+        try:
+            await self.store.drop_staging(run_id)
+        except Exception as exc:  # the data is merged; the next run drops what is left
+            get_logger().warning("staging_left", error=_one_line(exc))
 
     async def _load_export(self, job: ExportJob, summary: RunSummary, step: str) -> None:
         """Load one export; if Mirakl lost it (OR14 404, OR15 404/410), request it once more."""
@@ -498,7 +508,7 @@ class SyncRun:
                     while True:
                         self._batches += 1
                         batch = _Batch(orders, run_id, self._batches, self.export.batch_orders)
-                        await self.store.stage_rows(batch)
+                        await self.store.stage_rows(run_id, batch)
                         if batch.count:
                             await _hand_over(batches, self._batches, merger)
                         if batch.exhausted:

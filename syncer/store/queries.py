@@ -1,4 +1,5 @@
-"""Named SQL. Values are always bound ($n), never formatted in.
+"""Named SQL. Values are always bound ($n), never formatted in; the one name formatted
+in is a run's staging table, `{staging}`, made by `staging_table` from the run id.
 
 Tables are unqualified: every connection's search_path is the configured schema.
 Typed columns are projections of `raw` computed by PostgreSQL, so money stays
@@ -37,11 +38,32 @@ CLOSE_EXPORT = """
 UPDATE sync_exports SET status = $2, error = $3, finished_at = now() WHERE tracking_id = $1
 """
 
-CLEAR_STAGING_OF_SOURCE = """
-DELETE FROM staged_orders WHERE run_id IN (SELECT run_id FROM sync_runs WHERE source = $1)
+
+def staging_table(run_id: int) -> str:
+    """The run's own staging table: made LIKE `staged_orders` when the run begins, emptied
+    by TRUNCATE when an export commits and dropped when the run ends. Emptying a shared
+    table instead (DELETE) cost 0.8 s per 100k orders at every commit, and a vacuum after."""
+    return f"staged_orders_{int(run_id)}"
+
+
+CREATE_STAGING = "CREATE UNLOGGED TABLE {staging} (LIKE staged_orders INCLUDING ALL)"
+
+EMPTY_STAGING = "TRUNCATE {staging}"
+
+DROP_STAGING = "DROP TABLE IF EXISTS {staging}"
+
+DROP_STAGING_QUICKLY = "SET LOCAL lock_timeout = '5s'"
+
+# Staging that runs of the source left behind when their process died: their own tables,
+# and rows in staged_orders itself (where runs staged before each had its own table).
+STAGING_OF_SOURCE = """
+SELECT c.relname FROM pg_class c JOIN sync_runs r ON c.relname = 'staged_orders_' || r.run_id
+WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' AND r.source = $1
 """
 
-CLEAR_STAGING_OF_RUN = "DELETE FROM staged_orders WHERE run_id = $1"
+CLEAR_SHARED_STAGING_OF_SOURCE = """
+DELETE FROM staged_orders WHERE run_id IN (SELECT run_id FROM sync_runs WHERE source = $1)
+"""
 
 STAGED_COLUMNS = ("run_id", "batch", "position", "order_id", "last_updated_date", "raw")
 
@@ -64,7 +86,7 @@ INSERT INTO changed_in_export SELECT order_id FROM changed ON CONFLICT DO NOTHIN
 """
 
 COUNT_EXPORT = """
-SELECT (SELECT count(DISTINCT order_id) FROM staged_orders WHERE run_id = $1),
+SELECT (SELECT count(DISTINCT order_id) FROM {staging}),
        (SELECT count(*) FROM changed_in_export)
 """
 
@@ -74,7 +96,7 @@ SELECT (SELECT count(DISTINCT order_id) FROM staged_orders WHERE run_id = $1),
 FILL_INCOMING = """
 INSERT INTO incoming
 SELECT DISTINCT ON (order_id) order_id, position, last_updated_date
-FROM staged_orders WHERE run_id = $1 AND batch = $2
+FROM {staging} WHERE run_id = $1 AND batch = $2
 ORDER BY order_id, last_updated_date DESC, position DESC
 """
 
@@ -97,7 +119,7 @@ WITH upserted AS (
         s.shipping_type_code, s.shipping_zone_code, s.has_incident, s.fully_refunded,
         s.raw, $1, now()
     FROM incoming i
-    JOIN staged_orders s ON s.run_id = $1 AND s.batch = $3 AND s.position = i.position
+    JOIN {staging} s ON s.run_id = $1 AND s.batch = $3 AND s.position = i.position
     ON CONFLICT (source, order_id) DO UPDATE SET
         commercial_id = EXCLUDED.commercial_id, order_state = EXCLUDED.order_state,
         order_state_reason_code = EXCLUDED.order_state_reason_code, shop_id = EXCLUDED.shop_id,
@@ -152,7 +174,7 @@ SELECT $1, e->>'order_line_id', i.order_id, (e->>'order_line_index')::integer,
     (e->>'received_date')::timestamptz, e
 FROM changed c
 JOIN incoming i USING (order_id)
-JOIN staged_orders s ON s.run_id = $2 AND s.batch = $3 AND s.position = i.position
+JOIN {staging} s ON s.run_id = $2 AND s.batch = $3 AND s.position = i.position
 -- The staged document is read (fetched and decompressed) once: OFFSET 0 keeps the planner
 -- from inlining `d.lines` into both places that use it.
 CROSS JOIN LATERAL (SELECT s.raw->'order_lines' AS lines OFFSET 0) d

@@ -66,29 +66,40 @@ class ExportMerge:
         self._run_id = run_id
         self._source = source
         self._lines = 0
+        self._staging = q.staging_table(run_id)
+        self._fill, self._upsert, self._insert_lines, self._count = (
+            statement.format(staging=self._staging)
+            for statement in (
+                q.FILL_INCOMING,
+                q.UPSERT_ORDERS,
+                q.INSERT_CHANGED_LINES,
+                q.COUNT_EXPORT,
+            )
+        )
 
     async def merge_batch(self, batch: int) -> None:
         """Staged batch -> orders (never older over newer) and the changed orders' lines."""
         conn, run_id, source = self._conn, self._run_id, self._source
         async with translated():
             await conn.execute(q.RESET_BATCH_TABLES)
-            await conn.execute(q.FILL_INCOMING, run_id, batch)
+            await conn.execute(self._fill, run_id, batch)
             await conn.execute("ANALYZE incoming")
-            await conn.execute(q.UPSERT_ORDERS, run_id, source, batch)
+            await conn.execute(self._upsert, run_id, source, batch)
             await conn.execute("ANALYZE changed")
             await conn.execute(q.DELETE_CHANGED_LINES, source)
-            status = await conn.execute(q.INSERT_CHANGED_LINES, source, run_id, batch)
+            status = await conn.execute(self._insert_lines, source, run_id, batch)
             self._lines += int(status.rsplit(" ", 1)[-1])
             await conn.execute(q.REMEMBER_CHANGED)
 
     async def finish(
         self, *, tracking_id: str, chunks: int, bytes_read: int, watermark_to: datetime | None
     ) -> MergeResult:
-        """Close the export, count, move the watermark; the caller's block then commits."""
+        """Close the export, count, move the watermark, empty the run's staging (for its
+        next export, if any); the caller's block then commits."""
         conn, run_id, source = self._conn, self._run_id, self._source
         async with translated():
-            received, changed = await conn.fetchrow(q.COUNT_EXPORT, run_id)
-            await conn.execute(q.CLEAR_STAGING_OF_RUN, run_id)
+            received, changed = await conn.fetchrow(self._count)
+            await conn.execute(q.EMPTY_STAGING.format(staging=self._staging))
             await conn.execute(q.CLOSE_EXPORT, tracking_id, "merged", None)
             await conn.execute(
                 q.ADD_RUN_COUNTS, run_id, 1, chunks, received, changed, self._lines, bytes_read
@@ -127,12 +138,20 @@ class SyncStore:
         self, source: str, mode: str, window_start: datetime, window_end: datetime, exports: int
     ) -> int:
         async with translated(), self._pool.acquire() as conn:
-            await conn.execute(q.CLEAR_STAGING_OF_SOURCE, source)
+            for (table,) in await conn.fetch(q.STAGING_OF_SOURCE, source):
+                await conn.execute(q.DROP_STAGING.format(staging=table))
+            await conn.execute(q.CLEAR_SHARED_STAGING_OF_SOURCE, source)
             await conn.execute(q.CLOSE_DEAD_RUNS, source)
             run_id: int = await conn.fetchval(
                 q.BEGIN_RUN, source, mode, window_start, window_end, exports
             )
+            await conn.execute(q.CREATE_STAGING.format(staging=q.staging_table(run_id)))
             return run_id
+
+    async def create_staging(self, run_id: int) -> None:
+        """The staging table of a run that begin_run did not start (the benchmark's)."""
+        async with translated():
+            await self._pool.execute(q.CREATE_STAGING.format(staging=q.staging_table(run_id)))
 
     async def record_export(
         self,
@@ -170,14 +189,17 @@ class SyncStore:
             await self._pool.execute(q.CLOSE_EXPORT, tracking_id, status, error)
 
     async def clear_staging(self, run_id: int) -> None:
+        """Empty the run's staging (an export that is requested again starts from nothing)."""
         async with translated():
-            await self._pool.execute(q.CLEAR_STAGING_OF_RUN, run_id)
+            await self._pool.execute(q.EMPTY_STAGING.format(staging=q.staging_table(run_id)))
 
-    async def stage_rows(self, rows: AsyncIterable[StagedRow] | Sequence[StagedRow]) -> None:
-        """COPY rows into staging. If `rows` raises, nothing of it stays staged."""
+    async def stage_rows(
+        self, run_id: int, rows: AsyncIterable[StagedRow] | Sequence[StagedRow]
+    ) -> None:
+        """COPY rows into the run's staging. If `rows` raises, nothing of it stays staged."""
         async with translated(), self._pool.acquire() as conn:
             await conn.copy_records_to_table(
-                "staged_orders",
+                q.staging_table(run_id),
                 records=rows,
                 columns=q.STAGED_COLUMNS,
                 schema_name=self._schema,
@@ -197,6 +219,14 @@ class SyncStore:
     async def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
         async with translated():
             await self._pool.execute(q.FINISH_RUN, run_id, status, error)
+
+    async def drop_staging(self, run_id: int) -> None:
+        """Drop the run's staging table once the run is over. Waits at most a few seconds
+        for a lock (a connection cut in the middle of a COPY may still hold one): the
+        source's next run drops what is left."""
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(q.DROP_STAGING_QUICKLY)
+            await conn.execute(q.DROP_STAGING.format(staging=q.staging_table(run_id)))
 
     async def freshness(
         self, sources: Sequence[str]
