@@ -111,6 +111,26 @@ async def test_multi_chunk_export_loads_every_chunk(
     await assert_matches_truth(pool, sim_state)
 
 
+async def test_stage_times_cover_the_export_request(
+    make_config: Callable[..., Config],
+    store: SyncStore,
+    sim_state: SimulatorState,
+) -> None:
+    """export_wait includes OR13 (slow here), not only the OR14 polls after it."""
+    sim_state.seed_orders(20, days=10)
+    sim_state.inject("OR13", delay_seconds=0.5)
+    config = make_config()
+    summary = await run_source(config, store, config.sources[0], "full")
+    assert summary.stage_seconds["export_wait"] >= 0.5
+    assert set(summary.stage_seconds) == {
+        "export_wait",
+        "download_and_merge",
+        "merge",
+        "merge_tail",
+        "commit",
+    }
+
+
 async def test_429_with_retry_after_then_success(
     make_config: Callable[..., Config],
     store: SyncStore,

@@ -312,7 +312,9 @@ class SyncRun:
     async def _load_export(self, job: ExportJob, summary: RunSummary, step: str) -> None:
         """Load one export; if Mirakl lost it (OR14 404, OR15 404/410), request it once more."""
         for attempt in (1, 2):
+            requested = time.monotonic()
             tracking_id = await self._request_or_adopt(job, summary.run_id)
+            summary.add_stage("export_wait", time.monotonic() - requested)  # OR13's share
             with log_context(tracking_id=tracking_id, export=step):
                 try:
                     await self._load_and_merge(job, summary, tracking_id)
