@@ -46,7 +46,15 @@ def staging_table(run_id: int) -> str:
     return f"staged_orders_{int(run_id)}"
 
 
-CREATE_STAGING = "CREATE UNLOGGED TABLE {staging} (LIKE staged_orders INCLUDING ALL)"
+# No autovacuum: the table lives for one run, and the merge's plans do not need its
+# statistics (tests/test_merge_plans.py). In a run of several minutes (a large resync)
+# an autoanalyze would read and decompress thousands of staged documents on the cores
+# the load runs on, and the TRUNCATE at commit would wait for it to be cancelled (up to
+# deadlock_timeout). Not seen in 100k-order runs (20-25 s, under autovacuum_naptime).
+CREATE_STAGING = """
+CREATE UNLOGGED TABLE {staging} (LIKE staged_orders INCLUDING ALL)
+WITH (autovacuum_enabled = off, toast.autovacuum_enabled = off)
+"""
 
 EMPTY_STAGING = "TRUNCATE {staging}"
 
