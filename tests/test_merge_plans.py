@@ -68,7 +68,9 @@ async def test_replaced_lines_are_found_by_index_probes(pool: asyncpg.Pool) -> N
 async def test_a_batch_reads_only_its_own_staged_rows(pool: asyncpg.Pool) -> None:
     staging = q.staging_table(1)
     await pool.execute(q.CREATE_STAGING.format(staging=staging))
-    options = await pool.fetchval("SELECT reloptions FROM pg_class WHERE relname = $1", staging)
+    options = await pool.fetchval(
+        "SELECT reloptions FROM pg_class WHERE oid = to_regclass($1)", staging
+    )
     assert "autovacuum_enabled=off" in options, "a run's staging is never vacuumed or analyzed"
     async with merge_transaction(pool, staging) as conn:
         await conn.execute(
