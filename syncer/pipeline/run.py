@@ -301,7 +301,10 @@ class SyncRun:
             await self.store.finish_run(summary.run_id, summary.status, summary.error)
         except Exception as exc:  # the original error matters more
             get_logger().error("run_close_failed", error=_one_line(exc))
-        await self._drop_staging(summary.run_id)
+        if summary.status == "failed":
+            # Not on shutdown: the DROP may wait for the cancelled COPY's lock, and a
+            # shutdown must not. The source's next run drops the table, as after a kill.
+            await self._drop_staging(summary.run_id)
 
     async def _drop_staging(self, run_id: int) -> None:
         try:
