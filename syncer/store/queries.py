@@ -46,6 +46,11 @@ def staging_table(run_id: int) -> str:
     return f"staged_orders_{int(run_id)}"
 
 
+def on_staging(statement: str, run_id: int) -> str:
+    """`statement` with `{staging}` naming the run's staging table."""
+    return statement.format(staging=staging_table(run_id))
+
+
 # No autovacuum: the table lives for one run, and the merge's plans do not need its
 # statistics (tests/test_merge_plans.py). In a run of several minutes (a large resync)
 # an autoanalyze would read and decompress thousands of staged documents on the cores

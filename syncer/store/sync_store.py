@@ -66,16 +66,11 @@ class ExportMerge:
         self._run_id = run_id
         self._source = source
         self._lines = 0
-        self._staging = q.staging_table(run_id)
-        self._fill, self._upsert, self._insert_lines, self._count = (
-            statement.format(staging=self._staging)
-            for statement in (
-                q.FILL_INCOMING,
-                q.UPSERT_ORDERS,
-                q.INSERT_CHANGED_LINES,
-                q.COUNT_EXPORT,
-            )
-        )
+        self._fill = q.on_staging(q.FILL_INCOMING, run_id)
+        self._upsert = q.on_staging(q.UPSERT_ORDERS, run_id)
+        self._insert_lines = q.on_staging(q.INSERT_CHANGED_LINES, run_id)
+        self._count = q.on_staging(q.COUNT_EXPORT, run_id)
+        self._empty = q.on_staging(q.EMPTY_STAGING, run_id)
 
     async def merge_batch(self, batch: int) -> None:
         """Staged batch -> orders (never older over newer) and the changed orders' lines."""
@@ -99,7 +94,7 @@ class ExportMerge:
         conn, run_id, source = self._conn, self._run_id, self._source
         async with translated():
             received, changed = await conn.fetchrow(self._count)
-            await conn.execute(q.EMPTY_STAGING.format(staging=self._staging))
+            await conn.execute(self._empty)
             await conn.execute(q.CLOSE_EXPORT, tracking_id, "merged", None)
             await conn.execute(
                 q.ADD_RUN_COUNTS, run_id, 1, chunks, received, changed, self._lines, bytes_read
@@ -145,13 +140,13 @@ class SyncStore:
             run_id: int = await conn.fetchval(
                 q.BEGIN_RUN, source, mode, window_start, window_end, exports
             )
-            await conn.execute(q.CREATE_STAGING.format(staging=q.staging_table(run_id)))
+            await conn.execute(q.on_staging(q.CREATE_STAGING, run_id))
             return run_id
 
     async def create_staging(self, run_id: int) -> None:
         """The staging table of a run that begin_run did not start (the benchmark's)."""
         async with translated():
-            await self._pool.execute(q.CREATE_STAGING.format(staging=q.staging_table(run_id)))
+            await self._pool.execute(q.on_staging(q.CREATE_STAGING, run_id))
 
     async def record_export(
         self,
@@ -191,7 +186,7 @@ class SyncStore:
     async def clear_staging(self, run_id: int) -> None:
         """Empty the run's staging (an export that is requested again starts from nothing)."""
         async with translated():
-            await self._pool.execute(q.EMPTY_STAGING.format(staging=q.staging_table(run_id)))
+            await self._pool.execute(q.on_staging(q.EMPTY_STAGING, run_id))
 
     async def stage_rows(
         self, run_id: int, rows: AsyncIterable[StagedRow] | Sequence[StagedRow]
@@ -226,7 +221,7 @@ class SyncStore:
         source's next run drops what is left."""
         async with translated(), self._pool.acquire() as conn, conn.transaction():
             await conn.execute(q.DROP_STAGING_QUICKLY)
-            await conn.execute(q.DROP_STAGING.format(staging=q.staging_table(run_id)))
+            await conn.execute(q.on_staging(q.DROP_STAGING, run_id))
 
     async def freshness(
         self, sources: Sequence[str]
