@@ -211,43 +211,50 @@ class OrderSplitter:
                 self._begin_object("object")
 
     def _fast_order(self, out: list[bytes]) -> bool:
-        """Find the order's end at C speed: the next `},{"<first key>":` and an orjson parse.
+        """Find orders' ends at C speed: the next `},{"<first key>":` and an orjson parse,
+        order after order while the separator is found. False when none was taken.
 
         That separator cannot occur inside a JSON string (its quote would be escaped), so a
         candidate is wrong only when it ends a nested object, or when an order starting with
         another key was skipped over; either way the slice is not one JSON object, orjson
-        refuses it, and the exact scan takes over for this order. False when not applied.
+        refuses it, and the exact scan takes over for this order.
         """
         if not self._fast:
             return False
         buf, start = self._buf, self._obj_start
-        if self._separator is None:
+        separator = self._separator
+        if separator is None:
             first = _FIRST_KEY.match(buf, start)
             if first is None:
                 if len(buf) - start > 4096:
                     self._fast = False  # no simple first key: scan exactly
                 return False
-            self._separator = re.compile(
-                rb"\}[ \t\r\n]*,[ \t\r\n]*\{[ \t\r\n]*"
+            separator = self._separator = re.compile(
+                rb"\}[ \t\r\n]*,[ \t\r\n]*(\{)[ \t\r\n]*"
                 + re.escape(first.group(1))
                 + rb"[ \t\r\n]*:"
             )
-        found = self._separator.search(buf, start)
-        if found is None:
+        search, loads, parsed = separator.search, orjson.loads, self.parsed
+        taken = 0
+        while (found := search(buf, start)) is not None:
+            data = buf[start : found.start() + 1]
+            try:
+                order = loads(data)
+            except orjson.JSONDecodeError:
+                break
+            if not isinstance(order, dict):
+                break
+            out.append(data)
+            parsed.append(order)
+            taken += 1
+            start = found.start(1)
+        if not taken:
             return False
-        end = found.start() + 1
-        data = buf[start:end]
-        try:
-            order = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return False
-        if not isinstance(order, dict):
-            return False
-        out.append(data)
-        self.parsed.append(order)
-        self.orders_seen += 1
-        self._pos = end
-        self._state = "after_order"
+        # The cursor stands on the next order's `{`, as after `_begin_object("object")`.
+        self.orders_seen += taken
+        self._pos = self._obj_start = self._scan = start
+        self._depth = 0
+        self._skip, self._open, self._close = _SKIP, 0x7B, 0x7D
         return True
 
     def _begin_object(self, state: str) -> None:
@@ -319,49 +326,77 @@ def parse_order(data: bytes, position: int, parsed: Any = None) -> ParsedOrder:
         last_updated = parse_instant(updated)
     except ValueError as exc:
         raise ChunkFormatError(f"order {order_id}: last_updated_date {exc}", position) from None
-    _check_fields(order, ORDER_MONEY, ORDER_DATES, f"order {order_id}", position)
+    _check_fields(order, ORDER_MONEY, ORDER_DATES, order_id, None, position)
     for key in ORDER_FLAGS:
         flag = order.get(key)
-        if flag is not None and not isinstance(flag, bool) and flag not in ("true", "false"):
+        if flag is not None and flag is not True and flag is not False and flag not in _FLAG_TEXT:
             raise ChunkFormatError(f"order {order_id}: {key} {flag!r} is not a boolean", position)
     lines = order.get("order_lines")
     if lines is not None:
-        if not isinstance(lines, list):
+        if type(lines) is not list:
             raise ChunkFormatError(f"order {order_id}: order_lines is not an array", position)
         for index, line in enumerate(lines):
-            where = f"order {order_id} line #{index}"
-            if not isinstance(line, dict) or not isinstance(line.get("order_line_id"), str):
-                raise ChunkFormatError(f"{where}: no order_line_id", position)
-            _check_fields(line, LINE_MONEY, LINE_DATES, where, position)
+            if type(line) is not dict or type(line.get("order_line_id")) is not str:
+                raise ChunkFormatError(
+                    f"order {order_id} line #{index}: no order_line_id", position
+                )
+            _check_fields(line, LINE_MONEY, LINE_DATES, order_id, index, position)
             for key in LINE_INTEGERS:
                 number = line.get(key)
-                if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
-                    raise ChunkFormatError(f"{where}: {key} {number!r} is not an integer", position)
+                if number is not None and type(number) is not int:  # bool is not int here
+                    raise ChunkFormatError(
+                        f"order {order_id} line #{index}: {key} {number!r} is not an integer",
+                        position,
+                    )
     return ParsedOrder(order_id, last_updated, data.decode("utf-8"))
 
 
+_FLAG_TEXT = ("true", "false")
+_from_iso = datetime.fromisoformat
+
+
 def _check_fields(
-    obj: dict[str, Any], money: tuple[str, ...], dates: tuple[str, ...], where: str, position: int
+    obj: dict[str, Any],
+    money: tuple[str, ...],
+    dates: tuple[str, ...],
+    order_id: str,
+    line: int | None,
+    position: int,
 ) -> None:
+    """Money is a JSON number or a numeric string, dates are ISO-8601 (or absent).
+
+    The common case (numbers, dates that parse) costs a type check or one fromisoformat
+    per field: this runs for every order of every export.
+    """
+    get = obj.get
     for key in money:
-        value = obj.get(key)
-        if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        value = get(key)
+        kind = type(value)
+        if value is None or kind is float or kind is int:
             continue
-        if isinstance(value, str):
+        if kind is str:
             try:
                 Decimal(value)
                 continue
             except InvalidOperation:
                 pass
-        raise ChunkFormatError(f"{where}: {key} {value!r} is not a number", position)
+        raise ChunkFormatError(
+            f"{_where(order_id, line)}: {key} {value!r} is not a number", position
+        )
     for key in dates:
-        value = obj.get(key)
+        value = get(key)
         if value is None:
             continue
         try:
-            parse_instant(value)
-        except ValueError:
-            raise ChunkFormatError(f"{where}: {key} {value!r} is not a date", position) from None
+            _from_iso(value)
+        except (TypeError, ValueError):
+            raise ChunkFormatError(
+                f"{_where(order_id, line)}: {key} {value!r} is not a date", position
+            ) from None
+
+
+def _where(order_id: str, line: int | None) -> str:
+    return f"order {order_id}" if line is None else f"order {order_id} line #{line}"
 
 
 def split_orders(pieces: Iterator[bytes]) -> Iterator[bytes]:

@@ -34,7 +34,11 @@ from syncer.pipeline.window import Window, differential_window, full_windows
 from syncer.redact import redact_url
 
 TERMINAL_FAILURES = ("FAILED", "CANCELED")
-MERGE_QUEUE = 2  # staged batches waiting for the merger at most
+# Staged batches waiting for the merger at most. The merger is the slowest stage, so the
+# queue is always full; each waiting batch is one more batch merged after the download
+# ends, on one core (0.3 s per 5,000 orders): a queue of 2 made that tail 0.4-0.7 s at
+# 100k orders, a queue of 1 makes it 0.3 s (docs/benchmarks.md).
+MERGE_QUEUE = 1
 StagedRow = tuple[int, int, int, str, datetime, str]
 
 
