@@ -28,12 +28,12 @@ from syncer.store.sync_store import SyncStore
 
 async def ceiling(args: argparse.Namespace) -> dict[str, Any]:
     """The same rows, pre-built in memory, written with COPY and the worker's merge SQL."""
-    rows: list[tuple[int, int, int, str, datetime, str]] = []
+    rows: list[tuple[int, int, int, str, datetime, bytes]] = []
     size = 0
     async for body in chunk_bodies(args.sim, args.days):
         size += len(body)
         for order in orjson.loads(body)["orders"]:  # positions unique across chunks
-            raw = orjson.dumps(order).decode()
+            raw = orjson.dumps(order)
             rows.append(
                 (1, 0, len(rows), order["order_id"], parse_instant(order["last_updated_date"]), raw)
             )

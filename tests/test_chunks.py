@@ -50,7 +50,7 @@ def test_raw_keeps_the_exact_digits() -> None:
     data = (
         b'{"order_id":"A","last_updated_date":"2026-01-01T00:00:00Z","price":12345678901234567.891}'
     )
-    assert "12345678901234567.891" in parse_order(data, 0).raw
+    assert "12345678901234567.891" in parse_order(data, 0).raw.decode()
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,7 @@ class ChunkFormatError(ValueError):
 class ParsedOrder:
     order_id: str
     last_updated_date: datetime
-    raw: str
+    raw: bytes  # exactly as received (valid UTF-8: orjson parsed it)
 
 
 class OrderSplitter:
@@ -348,7 +348,7 @@ def parse_order(data: bytes, position: int, parsed: Any = None) -> ParsedOrder:
                         f"order {order_id} line #{index}: {key} {number!r} is not an integer",
                         position,
                     )
-    return ParsedOrder(order_id, last_updated, data.decode("utf-8"))
+    return ParsedOrder(order_id, last_updated, data)
 
 
 _FLAG_TEXT = ("true", "false")

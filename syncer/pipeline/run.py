@@ -39,7 +39,8 @@ TERMINAL_FAILURES = ("FAILED", "CANCELED")
 # ends, on one core (0.3 s per 5,000 orders): a queue of 2 made that tail 0.4-0.7 s at
 # 100k orders, a queue of 1 makes it 0.3 s (docs/benchmarks.md).
 MERGE_QUEUE = 1
-StagedRow = tuple[int, int, int, str, datetime, str]
+# (run_id, batch, position, order_id, last_updated_date, the order's bytes as received)
+StagedRow = tuple[int, int, int, str, datetime, bytes]
 
 
 class StatusLike(Protocol):

@@ -15,10 +15,9 @@ import asyncpg
 
 from syncer.errors import DatabaseError
 from syncer.store import queries as q
+from syncer.store.binary_copy import StagedRow, copy_data
 from syncer.store.db import advisory_lock, translated
 from syncer.store.migrate import pending_migrations
-
-StagedRow = tuple[int, int, int, str, datetime, str]
 
 
 @dataclass(frozen=True)
@@ -193,11 +192,12 @@ class SyncStore:
     ) -> None:
         """COPY rows into the run's staging. If `rows` raises, nothing of it stays staged."""
         async with translated(), self._pool.acquire() as conn:
-            await conn.copy_records_to_table(
+            await conn.copy_to_table(
                 q.staging_table(run_id),
-                records=rows,
+                source=copy_data(rows),
                 columns=q.STAGED_COLUMNS,
                 schema_name=self._schema,
+                format="binary",
             )
 
     @asynccontextmanager
@@ -256,4 +256,11 @@ def _status_fields(row: Any) -> dict[str, Any]:
     return fields
 
 
-__all__ = ["DatabaseError", "InFlightExport", "MergeResult", "SourceStatus", "SyncStore"]
+__all__ = [
+    "DatabaseError",
+    "InFlightExport",
+    "MergeResult",
+    "SourceStatus",
+    "StagedRow",
+    "SyncStore",
+]
