@@ -95,6 +95,30 @@ async def test_older_version_never_overwrites_newer(
     await assert_matches_truth(pool, sim_state)
 
 
+async def test_an_order_changed_by_two_batches_of_an_export_counts_once(
+    make_config: Callable[..., Config],
+    store: SyncStore,
+    pool: asyncpg.Pool,
+    sim_state: SimulatorState,
+) -> None:
+    """An order's newer version two batches after the first: stored as the newest, and the
+    export counts 30 changed orders, not 31."""
+    ids = sim_state.seed_orders(30, days=10)
+    newer = copy.deepcopy(sim_state.orders[ids[0]])
+    newer["last_updated_date"] = iso(
+        parse_instant(newer["last_updated_date"]) + timedelta(seconds=1)
+    )
+    newer["order_state"] = "CLOSED"
+    sim_state.replayed_versions.append(newer)  # position 30: batch 3 (batches of 13)
+    config = make_config(start_date=utc_now() - timedelta(days=20))
+    summary = await run_source(config, store, config.sources[0], "full")
+    assert (summary.orders, summary.orders_changed) == (30, 30)
+    stored = await pool.fetchval("SELECT order_state FROM orders WHERE order_id = $1", ids[0])
+    assert stored == "CLOSED"
+    run = await pool.fetchrow("SELECT orders, orders_changed FROM sync_runs ORDER BY run_id DESC")
+    assert tuple(run) == (30, 30)
+
+
 async def test_multi_chunk_export_loads_every_chunk(
     make_config: Callable[..., Config],
     store: SyncStore,

@@ -87,20 +87,16 @@ CREATE_MERGE_TABLES = """
 CREATE TEMP TABLE incoming (order_id text, position integer,
     last_updated_date timestamptz) ON COMMIT DROP;
 CREATE TEMP TABLE changed (order_id text) ON COMMIT DROP;
-CREATE TEMP TABLE changed_in_export (order_id text PRIMARY KEY) ON COMMIT DROP;
+CREATE TEMP TABLE changed_in_export (order_id text) ON COMMIT DROP;
 SET LOCAL work_mem = '64MB';
 SET LOCAL jit = off
 """
 
 RESET_BATCH_TABLES = "TRUNCATE incoming, changed"
 
-REMEMBER_CHANGED = """
-INSERT INTO changed_in_export SELECT order_id FROM changed ON CONFLICT DO NOTHING
-"""
-
 COUNT_EXPORT = """
 SELECT (SELECT count(DISTINCT order_id) FROM {staging}),
-       (SELECT count(*) FROM changed_in_export)
+       (SELECT count(DISTINCT order_id) FROM changed_in_export)
 """
 
 # Which staged copy of each order in the batch wins: the newest (ties: the later one).
@@ -152,8 +148,12 @@ WITH upserted AS (
     WHERE o.last_updated_date < EXCLUDED.last_updated_date
        OR (o.last_updated_date = EXCLUDED.last_updated_date AND o.raw IS DISTINCT FROM EXCLUDED.raw)
     RETURNING o.order_id
+), batch_changed AS (
+    INSERT INTO changed SELECT order_id FROM upserted RETURNING order_id
 )
-INSERT INTO changed SELECT order_id FROM upserted
+-- Kept for the export's count, without a key: an order changed by two batches is
+-- counted once by count(DISTINCT) at the end, cheaper than a unique index per row.
+INSERT INTO changed_in_export SELECT order_id FROM batch_changed
 """
 
 # The lines of the batch's changed orders, found by one index probe per order: the

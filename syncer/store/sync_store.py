@@ -83,7 +83,6 @@ class ExportMerge:
             await conn.execute(q.DELETE_CHANGED_LINES, source)
             status = await conn.execute(self._insert_lines, source, run_id, batch)
             self._lines += int(status.rsplit(" ", 1)[-1])
-            await conn.execute(q.REMEMBER_CHANGED)
 
     async def finish(
         self, *, tracking_id: str, chunks: int, bytes_read: int, watermark_to: datetime | None
