@@ -51,19 +51,16 @@ async def copy_data(rows: AsyncIterable[StagedRow] | Sequence[StagedRow]) -> Asy
     """The COPY stream for `rows`, in pieces of about FLUSH_BYTES."""
     pending = [HEADER]
     size = 0
-    if isinstance(rows, AsyncIterable):
-        async for row in rows:
-            pending += row_pieces(row)
-            size += len(row[5])
-            if size >= FLUSH_BYTES:
-                yield b"".join(pending)
-                pending, size = [], 0
-    else:
-        for row in rows:
-            pending += row_pieces(row)
-            size += len(row[5])
-            if size >= FLUSH_BYTES:
-                yield b"".join(pending)
-                pending, size = [], 0
+    async for row in rows if isinstance(rows, AsyncIterable) else _each(rows):
+        pending += row_pieces(row)
+        size += len(row[5])
+        if size >= FLUSH_BYTES:
+            yield b"".join(pending)
+            pending, size = [], 0
     pending.append(TRAILER)
     yield b"".join(pending)
+
+
+async def _each(rows: Sequence[StagedRow]) -> AsyncIterator[StagedRow]:
+    for row in rows:
+        yield row

@@ -255,11 +255,4 @@ def _status_fields(row: Any) -> dict[str, Any]:
     return fields
 
 
-__all__ = [
-    "DatabaseError",
-    "InFlightExport",
-    "MergeResult",
-    "SourceStatus",
-    "StagedRow",
-    "SyncStore",
-]
+__all__ = ["DatabaseError", "InFlightExport", "MergeResult", "SourceStatus", "SyncStore"]
