@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import json
 import re
-import sys
 import time
 from datetime import datetime
 from decimal import Decimal
@@ -155,4 +154,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -158,7 +158,7 @@ def contender(name: str, dsn: str, schema: str, sim: str, days: float) -> dict[s
             str(days),
         ]
     )
-    result = json.loads(out.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     result["rss_mb"] = rss
     return result
 
