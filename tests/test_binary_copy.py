@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from syncer.store import binary_copy
+from syncer.store import queries as q
 from syncer.store.binary_copy import StagedRow
 from syncer.store.sync_store import SyncStore
 
@@ -59,8 +60,8 @@ async def staged(store: SyncStore, pool: asyncpg.Pool) -> AsyncIterator[None]:
 
 async def rows_back(pool: asyncpg.Pool) -> list[tuple[object, ...]]:
     records = await pool.fetch(
-        f"SELECT run_id, batch, position, order_id, last_updated_date, raw::text"
-        f" FROM staged_orders_{RUN} ORDER BY position"
+        "SELECT run_id, batch, position, order_id, last_updated_date, raw::text"
+        f" FROM {q.staging_table(RUN)} ORDER BY position"
     )
     return [tuple(r) for r in records]
 

@@ -67,7 +67,7 @@ async def test_replaced_lines_are_found_by_index_probes(pool: asyncpg.Pool) -> N
 
 async def test_a_batch_reads_only_its_own_staged_rows(pool: asyncpg.Pool) -> None:
     staging = q.staging_table(1)
-    await pool.execute(q.CREATE_STAGING.format(staging=staging))
+    await pool.execute(q.on_staging(q.CREATE_STAGING, 1))
     options = await pool.fetchval(
         "SELECT reloptions FROM pg_class WHERE oid = to_regclass($1)", staging
     )
@@ -82,7 +82,7 @@ async def test_a_batch_reads_only_its_own_staged_rows(pool: asyncpg.Pool) -> Non
             """,
             ORDERS,
         )
-        await conn.execute(q.FILL_INCOMING.format(staging=staging), 1, 5)
+        await conn.execute(q.on_staging(q.FILL_INCOMING, 1), 1, 5)
         assert await conn.fetchval("SELECT count(*) FROM incoming") == 1000
         await conn.execute("ANALYZE incoming")
         await conn.execute("INSERT INTO changed SELECT order_id FROM incoming")
@@ -93,6 +93,6 @@ async def test_a_batch_reads_only_its_own_staged_rows(pool: asyncpg.Pool) -> Non
             (q.UPSERT_ORDERS, (1, "shop", 5)),
             (q.INSERT_CHANGED_LINES, ("shop", 1, 5)),
         ):
-            shown = await plan(conn, sql.format(staging=staging), *args)
+            shown = await plan(conn, q.on_staging(sql, 1), *args)
             assert f"{staging}_run_id_batch_position_idx" in shown, shown  # made by LIKE
             assert f"Seq Scan on {staging}" not in shown, shown
