@@ -10,6 +10,13 @@ from typing import Any, TextIO
 
 import structlog
 
+_console_lines = True  # structlog's default before configure_logging is a console renderer
+
+
+def console_lines() -> bool:
+    """True when log lines are for a person (console renderer), False when they are JSON."""
+    return _console_lines
+
 
 def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
     """Send structured logs to stderr; `json=None` picks JSON unless stderr is a TTY."""
@@ -20,6 +27,8 @@ def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
         # 20: the event column's width (positional: the keyword's name changed in structlog 25.5)
         else structlog.dev.ConsoleRenderer(20, colors=sys.stderr.isatty(), sort_keys=False)
     )
+    global _console_lines
+    _console_lines = not use_json
     if not use_json:
         warnings.showwarning = _warning_as_log_line
     structlog.configure(
@@ -43,7 +52,7 @@ def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
     )
 
 
-_SUBSECOND_UTC = re.compile(r"(T\d\d:\d\d:\d\d)\.\d+\+00:00")
+_SUBSECOND_UTC = re.compile(r"(T\d\d:\d\d:\d\d)(\.\d+)?\+00:00")
 
 
 def _for_people(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import sys
 from types import TracebackType
 from typing import Any, TextIO
 
+from syncer.log import console_lines
 from syncer.pipeline.run import Progress
 from syncer.report import human_duration
 
@@ -55,12 +56,14 @@ _displays: dict[int, _Display] = {}
 
 class TerminalProgress:
     """One run's row in the live display, from `with TerminalProgress("shop full") as p:` to its
-    end; `p` is the run's `on_progress`. Does nothing when the stream (stderr) is not a TTY."""
+    end; `p` is the run's `on_progress`. Does nothing when the stream (stderr) is not a TTY or
+    the logs are JSON."""
 
     def __init__(self, title: str = "", stream: TextIO | None = None) -> None:
         self.title = title
         self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty()
+        # JSON logs on a terminal are for a machine, and would be drawn over by the display
+        self.enabled = self.stream.isatty() and console_lines()
         self._display: _Display | None = None
         self._row: Any = None
 
