@@ -88,7 +88,7 @@ class TerminalProgress:
                 display.bars.start()
             display.rows += 1
             self._row = display.bars.add_task(
-                self.title, total=1.0, detail="waiting for the export"
+                self.title, total=1.0, detail="waiting for the first chunk"
             )
             self._display = display
         return self._display

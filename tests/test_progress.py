@@ -125,3 +125,28 @@ def test_a_warning_on_the_console_is_one_log_line(tmp_path: Path) -> None:
     )
     [line] = proc.stderr.splitlines()
     assert "warning" in line and "RuntimeWarning: XDG_RUNTIME_DIR is not set" in line
+
+
+def test_runs_at_once_share_one_display_that_stops_after_the_last() -> None:
+    """Two runs in flight (the service, two sources) are two rows of one live display."""
+    import io
+
+    from syncer import progress as module
+    from syncer.pipeline.run import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    step = Progress("a", "full", export=1, exports=2, chunk=1, chunks=1, orders=10, elapsed_s=1.0)
+    with module.TerminalProgress("a full", tty) as first:
+        with module.TerminalProgress("b differential", tty) as second:
+            first(step)
+            second(step)
+            [display] = module._displays.values()
+            assert display.rows == 2 and display.bars.live.is_started
+        assert display.rows == 1 and display.bars.live.is_started
+    assert not display.bars.live.is_started and not module._displays
+    drawn = tty.getvalue()
+    assert "a full" in drawn and "b differential" in drawn and "chunk 1/1" in drawn
