@@ -55,20 +55,21 @@ async def run_source(
 ) -> RunSummary:
     """One run of one source with its own HTTP session."""
     async with open_client(source, config.http) as client:
-        runner = SyncRun(
-            source,
-            config.export,
-            config.http,
-            client,
-            store,
-            on_finished=METRICS.record_run,
-            on_progress=TerminalProgress(),
-        )
-        try:
-            return await runner.run(mode, since)
-        except RunSkipped:
-            METRICS.record_skip(source.name, mode)
-            raise
+        with TerminalProgress(f"{source.name} {mode}") as progress:
+            runner = SyncRun(
+                source,
+                config.export,
+                config.http,
+                client,
+                store,
+                on_finished=METRICS.record_run,
+                on_progress=progress,
+            )
+            try:
+                return await runner.run(mode, since)
+            except RunSkipped:
+                METRICS.record_skip(source.name, mode)
+                raise
 
 
 async def _for_each_source(

@@ -8,6 +8,7 @@ truth and a sample query.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +23,7 @@ from syncer.commands import (
 from syncer.config import Config, DatabaseConfig, ExportConfig, Secret, SourceConfig
 from syncer.dates import utc_now
 from syncer.simulator import SimulatorConfig, SimulatorState, serve
-from syncer.store.db import open_pool
+from syncer.store.db import open_pool, resolve_dsn
 from syncer.store.migrate import migrate
 
 DEMO_SCHEMA = "mirakl_demo"
@@ -62,7 +63,9 @@ async def run_demo(order_count: int) -> int:
         _step(
             f"PostgreSQL: {'embedded in ' + str(database.data_dir) if not dsn else 'SYNCER_DATABASE_DSN'}"
         )
-        async with open_pool(database, size=1) as pool, pool.acquire() as conn:
+        # Started once here: every pool below connects to this server.
+        config = replace(config, database=replace(database, dsn=resolve_dsn(database)))
+        async with open_pool(config.database, size=1) as pool, pool.acquire() as conn:
             await conn.execute(f"DROP SCHEMA IF EXISTS {DEMO_SCHEMA} CASCADE")
             applied = await migrate(conn, DEMO_SCHEMA)
             print(f"schema {DEMO_SCHEMA}: applied {', '.join(applied)}")
@@ -85,7 +88,7 @@ async def run_demo(order_count: int) -> int:
             [row] = await store.status([source.name])
             print(format_status([status_record(row, source, utc_now())]))
 
-        async with open_pool(database, size=1) as pool, pool.acquire() as conn:
+        async with open_pool(config.database, size=1) as pool, pool.acquire() as conn:
             _step("check: the database equals the simulator's truth")
             mismatches = await _compare(conn, state)
             print(

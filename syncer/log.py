@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from typing import Any
+import warnings
+from typing import Any, TextIO
 
 import structlog
+
+_console_lines = True  # structlog's default before configure_logging is a console renderer
+
+
+def console_lines() -> bool:
+    """True when log lines are for a person (console renderer), False when they are JSON."""
+    return _console_lines
 
 
 def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
@@ -15,22 +24,74 @@ def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        # 20: the event column's width (positional: the keyword's name changed in structlog 25.5)
+        else structlog.dev.ConsoleRenderer(20, colors=sys.stderr.isatty(), sort_keys=False)
     )
+    global _console_lines
+    _console_lines = not use_json
+    if not use_json:
+        warnings.showwarning = _warning_as_log_line
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.TimeStamper(fmt="iso", utc=True)
+            if use_json
+            else structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
             structlog.processors.format_exc_info
             if use_json
             else structlog.processors.StackInfoRenderer(),
+            *(() if use_json else (_for_people,)),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr)
+        if use_json
+        else _CurrentStderrLogger,
         cache_logger_on_first_use=False,
     )
+
+
+_SUBSECOND_UTC = re.compile(r"(T\d\d:\d\d:\d\d)(\.\d+)?\+00:00")
+
+
+def _for_people(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Console lines a person reads: the facts in the order the code logs them, with the
+    source and run id last; no export tracking id (the JSON logs keep it); instants to the
+    second (`2026-12-01T08:19:39Z`)."""
+    event.pop("tracking_id", None)
+    for key in ("source", "run_id"):
+        if key in event:
+            event[key] = event.pop(key)
+    for key, value in event.items():
+        if isinstance(value, str) and key != "event":
+            event[key] = _SUBSECOND_UTC.sub(r"\1Z", value)
+    return event
+
+
+class _CurrentStderrLogger:
+    """Prints each console line to `sys.stderr` as it is at that moment, so while a live
+    progress display redirects stderr (syncer/progress.py) the lines go above it."""
+
+    def __init__(self, *_args: Any) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def _warning_as_log_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A Python warning (e.g. from a library) as one console log line, not two raw lines."""
+    get_logger().warning(f"{category.__name__}: {message}")
 
 
 def get_logger(**context: Any) -> Any:

@@ -124,8 +124,12 @@ def test_progress_line_on_a_terminal_only() -> None:
     step = Progress(
         "shop", "full", export=2, exports=3, chunk=1, chunks=2, orders=5000, elapsed_s=10.0
     )
-    TerminalProgress(tty)(step)
-    TerminalProgress(pipe)(step)
+    with (
+        TerminalProgress("shop full", tty) as on_tty,
+        TerminalProgress("shop full", pipe) as on_pipe,
+    ):
+        on_tty(step)
+        on_pipe(step)
     line = tty.getvalue()
     assert "export 2/3, chunk 1/2, 5,000 orders, 500 orders/s, 50%, ETA 10s" in line
     assert pipe.getvalue() == ""
