@@ -48,7 +48,8 @@ def document(table: str, key: str, value: Any) -> dict[str, Any]:
 
 def test_every_numeric_key_is_covered() -> None:
     """The list above names every numeric key of config.example.toml."""
-    example = tomllib.loads(Path("config.example.toml").read_text(encoding="utf-8"))
+    example_file = Path(__file__).resolve().parent.parent / "config.example.toml"
+    example = tomllib.loads(example_file.read_text(encoding="utf-8"))
     numeric = {
         (table, key)
         for table, values in example.items()
