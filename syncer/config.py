@@ -6,6 +6,7 @@ Nothing downstream reads dicts or environment variables: secrets named by
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class ExportConfig:
 @dataclass(frozen=True)
 class HttpConfig:
     timeout_seconds: float = 300.0
+    chunk_timeout_seconds: float = 1800.0  # one OR15 download attempt, body included
     max_attempts: int = 6
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 60.0
@@ -171,8 +173,12 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
         },
     )
     export = ExportConfig(
-        poll_interval_seconds=_number(ex, "export.poll_interval_seconds", 10.0, minimum=0.01),
-        poll_timeout_minutes=_number(ex, "export.poll_timeout_minutes", 60.0, minimum=0.01),
+        poll_interval_seconds=_number(
+            ex, "export.poll_interval_seconds", 10.0, minimum=0.01, maximum=3600
+        ),
+        poll_timeout_minutes=_number(
+            ex, "export.poll_timeout_minutes", 60.0, minimum=0.01, maximum=1440
+        ),
         items_per_chunk=_int_range(ex, "export.items_per_chunk", 10_000, 1_000_000),
         megabytes_per_chunk=_int_range(ex, "export.megabytes_per_chunk", 10, 1024),
         batch_orders=_int_range(ex, "export.batch_orders", 1, 1_000_000) or 5000,
@@ -184,31 +190,39 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
         "http.",
         {
             "timeout_seconds",
+            "chunk_timeout_seconds",
             "max_attempts",
             "backoff_base_seconds",
             "backoff_max_seconds",
             "retry_after_max_seconds",
         },
     )
-    attempts = _opt(ht, "http.max_attempts", int)
-    if attempts is not None and attempts < 1:
-        raise ConfigError("http.max_attempts: must be at least 1")
+    attempts = _int_range(ht, "http.max_attempts", 1, 100)
     http = HttpConfig(
-        timeout_seconds=_number(ht, "http.timeout_seconds", 300.0, minimum=0.1),
+        timeout_seconds=_number(ht, "http.timeout_seconds", 300.0, minimum=0.1, maximum=86400),
+        chunk_timeout_seconds=_number(
+            ht, "http.chunk_timeout_seconds", 1800.0, minimum=0.1, maximum=86400
+        ),
         max_attempts=attempts or 6,
-        backoff_base_seconds=_number(ht, "http.backoff_base_seconds", 1.0, minimum=0.0),
-        backoff_max_seconds=_number(ht, "http.backoff_max_seconds", 60.0, minimum=0.0),
-        retry_after_max_seconds=_number(ht, "http.retry_after_max_seconds", 900.0, minimum=0.0),
+        backoff_base_seconds=_number(
+            ht, "http.backoff_base_seconds", 1.0, minimum=0.0, maximum=3600
+        ),
+        backoff_max_seconds=_number(
+            ht, "http.backoff_max_seconds", 60.0, minimum=0.0, maximum=3600
+        ),
+        retry_after_max_seconds=_number(
+            ht, "http.retry_after_max_seconds", 900.0, minimum=0.0, maximum=86400
+        ),
     )
 
     pu = _table(data, "push")
     _reject_unknown(pu, "push.", {"min_interval_seconds", "interval_seconds", "max_attempts"})
-    push_attempts = _opt(pu, "push.max_attempts", int)
-    if push_attempts is not None and push_attempts < 1:
-        raise ConfigError("push.max_attempts: must be at least 1")
+    push_attempts = _int_range(pu, "push.max_attempts", 1, 100)
     push = PushConfig(
-        min_interval_seconds=_number(pu, "push.min_interval_seconds", 60.0, minimum=0.0),
-        interval_seconds=_number(pu, "push.interval_seconds", 60.0, minimum=0.1),
+        min_interval_seconds=_number(
+            pu, "push.min_interval_seconds", 60.0, minimum=0.0, maximum=3600
+        ),
+        interval_seconds=_number(pu, "push.interval_seconds", 60.0, minimum=0.1, maximum=86400),
         max_attempts=push_attempts or 5,
     )
 
@@ -305,10 +319,12 @@ def _source(item: object, index: int, env: dict[str, str], base: Path) -> Source
         api_key=Secret(key) if key else None,
         api_key_env=key_env,
         auth=auth,
-        shop_id=_opt(item, where + "shop_id", int),
+        shop_id=_int_range(item, where + "shop_id", 0, 2**63 - 1),
         start_date=as_instant(start) if start is not None else None,
-        interval_minutes=_number(item, where + "interval_minutes", 15.0, minimum=0.01),
-        overlap_minutes=_number(item, where + "overlap_minutes", 5.0, minimum=0.0),
+        interval_minutes=_number(
+            item, where + "interval_minutes", 15.0, minimum=0.01, maximum=10080
+        ),
+        overlap_minutes=_number(item, where + "overlap_minutes", 5.0, minimum=0.0, maximum=1440),
     )
 
 
@@ -340,14 +356,17 @@ def _opt(table: dict[str, Any], key: str, kind: type[T]) -> T | None:
     return value
 
 
-def _number(table: dict[str, Any], key: str, default: float, *, minimum: float) -> float:
+def _number(
+    table: dict[str, Any], key: str, default: float, *, minimum: float, maximum: float
+) -> float:
+    """A finite number in [minimum, maximum] (TOML allows nan and inf), else the default."""
     value = table.get(key.rsplit(".", 1)[-1])
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key}: must be a number, got {_type_name(value)}")
-    if value < minimum:
-        raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
+    if not math.isfinite(value) or not minimum <= value <= maximum:
+        raise ConfigError(f"{key}: must be between {minimum:g} and {maximum:g}, got {value}")
     return float(value)
 
 

@@ -4,7 +4,11 @@ Only this module catches aiohttp errors; it raises `syncer.errors` instead.
 Retries: 429 honours Retry-After everywhere; 5xx and network errors are
 retried with backoff on OR14 and OR15 (idempotent reads) but on OR13 only when
 the request never reached Mirakl, since a retried OR13 could start a second
-export. The API key never appears in a log line or an error message.
+export. The API key never appears in a log line or an error message, and is
+sent only to the origin (scheme, host, port) of the source's base_url:
+redirects are followed here, hop by hop, so that a chunk URL or a redirect to
+another host gets no credentials, and an https source never falls back to
+plain http.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from syncer.config import HttpConfig, SourceConfig
 from syncer.dates import format_instant
@@ -37,6 +43,10 @@ from syncer.redact import redact_url
 EXPORT_PATH = "/api/orders/async-export"
 ORDERS_PATH = "/api/orders"
 READ_SIZE = 256 * 1024
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
+DEFAULT_PORTS = {"http": 80, "https": 443}
+ANONYMOUS_HEADERS = {"Accept": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,7 @@ class MiraklClient:
             "Authorization": f"Bearer {key}" if source.auth == "bearer" else key,
             "Accept": "application/json",
         }
-        self._json_headers = {**self._headers, "Content-Type": "application/json"}
+        self._origin = url_origin(source.base_url)
         self._params = {"shop_id": str(source.shop_id)} if source.shop_id is not None else {}
         self._backoff = Backoff(
             http.backoff_base_seconds, http.backoff_max_seconds, http.retry_after_max_seconds
@@ -85,9 +95,7 @@ class MiraklClient:
         url = self._source.base_url + EXPORT_PATH
 
         async def call() -> Any:
-            async with self._session.post(
-                url, params=self._params, headers=self._json_headers, data=orjson.dumps(body)
-            ) as resp:
+            async with await self._send("POST", url, "OR13", body=orjson.dumps(body)) as resp:
                 if resp.status == 409:
                     raise ExportBusy(
                         f"OR13 refused: an export is already in progress ({_message(await resp.read())})",
@@ -106,7 +114,7 @@ class MiraklClient:
         url = f"{self._source.base_url}{EXPORT_PATH}/status/{tracking_id}"
 
         async def call() -> Any:
-            async with self._session.get(url, params=self._params, headers=self._headers) as resp:
+            async with await self._send("GET", url, "OR14") as resp:
                 if resp.status == 404:
                     raise ExportNotFound(f"OR14: tracking id {tracking_id} is unknown", status=404)
                 return await self._json_or_raise(resp, "OR14")
@@ -129,9 +137,7 @@ class MiraklClient:
         body = orjson.dumps({"orders": orders})
 
         async def call() -> Any:
-            async with self._session.put(
-                url, params=self._params, headers=self._json_headers, data=body
-            ) as resp:
+            async with await self._send("PUT", url, "OR04", body=body) as resp:
                 return await self._json_or_raise(resp, "OR04")
 
         answer = await self._with_retries("OR04", call, idempotent=True)
@@ -145,36 +151,111 @@ class MiraklClient:
         """OR15: open a chunk URL (retrying until the body starts) and yield its byte stream.
 
         A failure after the body started raises StreamBroken: the caller
-        discards what it read and opens the chunk again.
+        discards what it read and opens the chunk again. Each attempt, body
+        included, ends by http.chunk_timeout_seconds; sock_read catches a stall.
+        A chunk URL on another origin than base_url is fetched without the key.
         """
         shown = redact_url(url)
+        what = f"OR15 {shown}"
+        limit_seconds = self._http.chunk_timeout_seconds
         timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=self._http.timeout_seconds,
             sock_read=self._http.timeout_seconds,
         )
+        loop = asyncio.get_running_loop()
 
-        async def call() -> aiohttp.ClientResponse:
-            resp = await self._session.get(
-                url, params=self._params, headers=self._headers, timeout=timeout
-            )
+        async def call() -> tuple[aiohttp.ClientResponse, float]:
+            deadline = loop.time() + limit_seconds
+            window = asyncio.timeout_at(deadline)
+            try:
+                async with window:
+                    resp = await self._send("GET", url, what, client_timeout=timeout)
+            except TimeoutError:
+                if window.expired():
+                    raise _ChunkDeadline(limit_seconds) from None
+                raise
             if resp.status in (404, 410):
                 resp.release()
                 raise ChunkGone(
-                    f"OR15 {shown} answered {resp.status}: the export expired", status=resp.status
+                    f"{what} answered {resp.status}: the export expired", status=resp.status
+                )
+            if resp.status in (401, 403) and url_origin(str(resp.url)) != self._origin:
+                resp.release()
+                raise MiraklError(
+                    f"{what} answered {resp.status}: its host {redact_url(str(resp.url))} is not "
+                    f"the origin of sources.{self._source.name}.base_url, so it was asked without "
+                    "the API key",
+                    status=resp.status,
                 )
             if resp.status != 200:
                 try:
-                    await self._json_or_raise(resp, f"OR15 {shown}")
+                    await self._json_or_raise(resp, what)
                 finally:
                     resp.release()
-            return resp
+            return resp, deadline
 
-        resp = await self._with_retries(f"OR15 {shown}", call, idempotent=True)
+        resp, deadline = await self._with_retries(what, call, idempotent=True)
         try:
-            yield _body_bytes(resp, shown)
+            yield _body_bytes(resp, shown, deadline, limit_seconds)
         finally:
             resp.release()
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        *,
+        body: bytes | None = None,
+        client_timeout: aiohttp.ClientTimeout | None = None,
+    ) -> aiohttp.ClientResponse:
+        """One request, redirects followed here: the key and shop_id go only to the origin
+        of base_url, and an https source never goes on over plain http."""
+        params: dict[str, str] | None = self._params
+        secure = self._origin is not None and self._origin[0] == "https"
+        for _hop in range(MAX_REDIRECTS + 1):
+            secure = self._check_scheme(url, what, secure)
+            trusted = self._origin is not None and url_origin(url) == self._origin
+            headers = self._headers if trusted else ANONYMOUS_HEADERS
+            if body is not None:
+                headers = {**headers, "Content-Type": "application/json"}
+            extra: dict[str, Any] = {} if client_timeout is None else {"timeout": client_timeout}
+            resp = await self._session.request(
+                method,
+                url,
+                params=params if trusted else None,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                **extra,
+            )
+            location = resp.headers.get("Location")
+            if resp.status not in REDIRECT_STATUSES or location is None:
+                return resp
+            resp.release()
+            try:
+                url = str(resp.url.join(URL(location)))
+            except ValueError:
+                raise MiraklError(f"{what}: redirected to an unreadable Location") from None
+            params = None  # the Location is the whole target, as aiohttp itself does
+            if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
+                method, body = "GET", None
+        raise MiraklError(f"{what}: more than {MAX_REDIRECTS} redirects")
+
+    def _check_scheme(self, url: str, what: str, secure: bool) -> bool:
+        """Refuse a URL (chunk or redirect target) that is not http(s), or plain http once
+        https was used (an https base_url, or an https hop before it): that would send
+        the request and the orders unencrypted. Return whether https is now required."""
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in DEFAULT_PORTS:
+            raise MiraklError(f"{what}: refused {redact_url(url)}: not an http(s) URL")
+        if scheme == "http" and secure:
+            raise MiraklError(
+                f"{what}: refused {redact_url(url)}: plain http after https "
+                f"(sources.{self._source.name}.base_url or a redirect), never downgraded"
+            )
+        return scheme == "https"
 
     async def _json_or_raise(self, resp: aiohttp.ClientResponse, what: str) -> Any:
         if resp.status in (401, 403):
@@ -226,18 +307,45 @@ class MiraklClient:
             await asyncio.sleep(delay)
 
 
+class _ChunkDeadline(TimeoutError):
+    def __init__(self, limit_seconds: float) -> None:
+        super().__init__(f"not finished within http.chunk_timeout_seconds ({limit_seconds:g} s)")
+
+
 class _Transient(Exception):
     def __init__(self, status: int, retry_after: str | None) -> None:
         self.status = status
         self.retry_after = retry_after
 
 
-async def _body_bytes(resp: aiohttp.ClientResponse, shown: str) -> AsyncIterator[bytes]:
+async def _body_bytes(
+    resp: aiohttp.ClientResponse, shown: str, deadline: float, limit_seconds: float
+) -> AsyncIterator[bytes]:
+    """The body in blocks; every read ends by the attempt's deadline (a dribbling server)."""
+    while True:
+        window = asyncio.timeout_at(deadline)
+        try:
+            async with window:
+                block = await resp.content.read(READ_SIZE)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            reason = str(_ChunkDeadline(limit_seconds)) if window.expired() else _describe(exc)
+            raise StreamBroken(f"OR15 {shown}: download broke: {reason}") from None
+        if not block:
+            return
+        yield block
+
+
+def url_origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of a URL, lowercased, default ports filled in; None if unusable."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
     try:
-        async for block in resp.content.iter_chunked(READ_SIZE):
-            yield block
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise StreamBroken(f"OR15 {shown}: download broke: {_describe(exc)}") from None
+        port = parts.port
+    except ValueError:
+        return None
+    return scheme, parts.hostname.rstrip("."), port or DEFAULT_PORTS[scheme]
 
 
 def _message(body: bytes) -> str:
@@ -251,6 +359,8 @@ def _message(body: bytes) -> str:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, _ChunkDeadline):
+        return str(exc)
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -43,6 +43,7 @@ class SimulatorConfig:
     or04_min_interval_seconds: float = 60.0  # OR04: at most one call a minute (429 otherwise)
     chunk_piece_delay_seconds: float = 0.0  # OR15: pause between 256 KB pieces (slow downloads)
     chunk_piece_bytes: int = 256 * 1024
+    chunk_base_url: str | None = None  # OR14 lists chunk URLs on this origin (a storage host)
     seed: int = 7
 
 
@@ -53,12 +54,14 @@ class Fault:
     endpoint: str  # "OR13", "OR14" or "OR15"
     status: int | None = None  # answer this HTTP status instead of the real answer
     retry_after: float | None = None  # with 429
+    retry_after_text: str | None = None  # with 429: this Retry-After as is (an HTTP-date...)
     export_status: str | None = None  # OR14: report this status (FAILED, CANCELED, ...)
     delay_seconds: float = 0.0  # wait before answering (a slow server: read timeouts)
     drop: bool = False  # close the connection without answering (connection reset)
     body: bytes | None = None  # OR15: serve these bytes instead of the chunk
     cut_after_bytes: int | None = None  # OR15: reset the connection after this many bytes
     truncate_after_bytes: int | None = None  # OR15: end the body cleanly after this many bytes
+    dribble_seconds: float | None = None  # OR15: send the body one byte per this many seconds
     forget_export: bool = False  # OR14/OR15: the export is gone (expired): 404
     times: int = 1
 
@@ -251,6 +254,8 @@ def build_app(state: SimulatorState) -> web.Application:
         headers = (
             {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
         )
+        if fault.retry_after_text is not None:
+            headers = {"Retry-After": fault.retry_after_text}
         return _error(fault.status, f"simulated fault {fault.status}", headers)
 
     def authorised(request: web.Request) -> bool:
@@ -316,7 +321,7 @@ def build_app(state: SimulatorState) -> web.Application:
                 export.status = reported  # terminal: the export is over
         answer: dict[str, Any] = {"status": reported, "last_updated": iso(state.now())}
         if reported == "COMPLETED":
-            base = f"{request.scheme}://{request.host}"
+            base = config.chunk_base_url or f"{request.scheme}://{request.host}"
             answer["urls"] = [
                 f"{base}/exports/{export.tracking_id}/chunk-{i}.json?token={token}"
                 for i, token in enumerate(export.tokens)
@@ -336,6 +341,8 @@ def build_app(state: SimulatorState) -> web.Application:
         pieces = _chunk_pieces(export.chunks[index], config.chunk_piece_bytes)
         if fault is not None and fault.body is not None:
             pieces = iter([fault.body])
+        if fault is not None and fault.dribble_seconds is not None:
+            pieces = _dribble(b"".join(pieces))
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
         cut = fault.cut_after_bytes if fault is not None else None
@@ -353,7 +360,9 @@ def build_app(state: SimulatorState) -> web.Application:
                 break  # a clean end, too early
             await response.write(piece)
             sent += len(piece)
-            if config.chunk_piece_delay_seconds:
+            if fault is not None and fault.dribble_seconds is not None:
+                await asyncio.sleep(fault.dribble_seconds)
+            elif config.chunk_piece_delay_seconds:
                 await asyncio.sleep(config.chunk_piece_delay_seconds)
         await response.write_eof()
         return response
@@ -523,6 +532,12 @@ def _chunk_pieces(orders: list[bytes], piece_bytes: int) -> Iterator[bytes]:
             buffer, size = [], 0
     buffer.append(b"]}")
     yield b"".join(buffer)
+
+
+def _dribble(body: bytes) -> Iterator[bytes]:
+    """The body one byte at a time (a server that never stalls long enough to time out)."""
+    for position in range(len(body)):
+        yield body[position : position + 1]
 
 
 def _chunk(orders: list[bytes], items: int, max_bytes: int) -> list[list[bytes]]:
