@@ -293,13 +293,12 @@ async def test_migrate_adds_the_object_check_over_rows_that_break_it(
     pg_dsn: str,
     schema: str,
     sim_url: str,
-    make_config: Callable[..., Config],
     pool: asyncpg.Pool,
     sim_state: SimulatorState,
     orders: list[str],
 ) -> None:
     """`syncer migrate` applies 008 over non-object rows; new ones are refused at insert, old
-    ones are rejected by the next push while a good one applies."""
+    ones are rejected by the next `syncer push` (exit 0, no traceback) while a good one applies."""
     conn = await asyncpg.connect(pg_dsn)
     try:
         await conn.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -324,9 +323,11 @@ async def test_migrate_adds_the_object_check_over_rows_that_break_it(
     with pytest.raises(asyncpg.CheckViolationError):
         await queue_raw(pool, orders[3], '"new"')
 
-    config = make_config()
-    summary = await push_source(config, pool, config.sources[0])
-    assert (summary.calls, summary.applied, summary.rejected) == (1, 1, 2)
+    proc = await start(path, "push")
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert "1 OR04 call(s), 1 order(s) applied, 2 rejected" in out.decode()
+    assert "Traceback" not in err.decode()
     statuses = [r["status"] for r in (await rows(pool)).values()]
     assert statuses == ["rejected", "rejected", "applied"]
 
