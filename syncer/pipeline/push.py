@@ -123,6 +123,7 @@ class PushSummary:
             f"{self.requeued} unanswered patch(es) sent again" if self.requeued else "",
             f"{self.split_calls} call(s) refused whole and split" if self.split_calls else "",
             f"{self.deferred} patch(es) deferred" if self.deferred else "",
+            f"{self.failed} patch(es) failed for good" if self.failed else "",
         ]
         return (
             f"{self.source}: push: {self.calls} OR04 call(s), {self.applied} order(s) applied, "
