@@ -75,6 +75,10 @@ class PushConfig:
     min_interval_seconds: float = 60.0  # OR04: at most one call a minute per account
     interval_seconds: float = 60.0  # how often `syncer run` looks at the outbox
     max_attempts: int = 5  # sends of one patch before it is marked failed
+    max_request_bytes: int = 1024 * 1024  # one OR04 body at most; batches are cut to fit
+    max_patch_bytes: int = 32 * 1024  # a larger patch is rejected alone
+    retry_base_seconds: float = 60.0  # after a transient failure: base * 2^(sends-1), jittered
+    retry_max_seconds: float = 3600.0  # ...capped at this
 
 
 @dataclass(frozen=True)
@@ -216,14 +220,35 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
     )
 
     pu = _table(data, "push")
-    _reject_unknown(pu, "push.", {"min_interval_seconds", "interval_seconds", "max_attempts"})
+    _reject_unknown(
+        pu,
+        "push.",
+        {
+            "min_interval_seconds",
+            "interval_seconds",
+            "max_attempts",
+            "max_request_bytes",
+            "max_patch_bytes",
+            "retry_base_seconds",
+            "retry_max_seconds",
+        },
+    )
     push_attempts = _int_range(pu, "push.max_attempts", 1, 100)
+    request_bytes = _int_range(pu, "push.max_request_bytes", 1024, 64 * 1024 * 1024) or 1024**2
+    patch_bytes = _int_range(pu, "push.max_patch_bytes", 64, request_bytes)
+    week = 7 * 86400
+    retry_base = _number(pu, "push.retry_base_seconds", 60.0, minimum=0.0, maximum=week)
+    retry_max = _number(pu, "push.retry_max_seconds", 3600.0, minimum=retry_base, maximum=week)
     push = PushConfig(
         min_interval_seconds=_number(
             pu, "push.min_interval_seconds", 60.0, minimum=0.0, maximum=3600
         ),
         interval_seconds=_number(pu, "push.interval_seconds", 60.0, minimum=0.1, maximum=86400),
         max_attempts=push_attempts or 5,
+        max_request_bytes=request_bytes,
+        max_patch_bytes=patch_bytes or min(32 * 1024, request_bytes // 2),
+        retry_base_seconds=retry_base,
+        retry_max_seconds=retry_max,
     )
 
     sv = _table(data, "service")

@@ -2,6 +2,9 @@
 
 The field tree, types, enums and rules are OR04's (PUT /api/orders). A patch
 that breaks a rule is refused here with the reason, and nothing is sent for it.
+Every function here is safe on any decoded JSON value: `check_shape` refuses
+what is not an object or is nested deeper than OR04's tree could be, before
+anything recursive looks at it.
 """
 
 from __future__ import annotations
@@ -303,6 +306,9 @@ REQUIRED = {
 }
 NOT_BLANK = {"references.order_reference_for_customer", "references.order_reference_for_seller"}
 MAX_LENGTH = {"shop_statistics.reason": 100}
+# OR04's deepest field is 4 levels down (invoice_details.document_details[].format); anything
+# much deeper is refused before the (recursive) merge and validation see it.
+MAX_DEPTH = 16
 
 
 @dataclass(frozen=True)
@@ -313,6 +319,51 @@ class PatchError:
 
     def as_json(self) -> dict[str, str]:
         return {"code": self.code, "field": self.field, "message": self.message}
+
+
+def nesting_depth(value: object, *, stop_after: int = MAX_DEPTH) -> int:
+    """Levels of nested objects and arrays ({} is 1, a scalar 0); counting stops past stop_after.
+
+    Iterative, so a patch nested thousands of levels deep cannot exhaust the stack.
+    """
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Iterable[object] = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > stop_after:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def check_shape(patch: object) -> list[PatchError]:
+    """What makes a decoded patch unusable as a whole: not an object, or nested too deep."""
+    if not isinstance(patch, dict):
+        kind = "an array" if isinstance(patch, list) else f"a JSON {_json_kind(patch)}"
+        return [PatchError("INVALID_TYPE", "", f"the patch must be a JSON object, not {kind}")]
+    depth = nesting_depth(patch)
+    if depth > MAX_DEPTH:
+        return [
+            PatchError("TOO_DEEP", "", f"the patch is nested more than {MAX_DEPTH} levels deep")
+        ]
+    return []
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "string" if isinstance(value, str) else type(value).__name__
 
 
 def merge_patches(patches: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -338,8 +389,9 @@ def validate_patch(
     order_id: str, patch: object, *, current_payment_workflow: str | None = None
 ) -> list[PatchError]:
     """Every rule the patch breaks; empty when OR04 should accept it."""
-    if not isinstance(patch, dict):
-        return [PatchError("INVALID_TYPE", "", "the patch must be a JSON object")]
+    shape = check_shape(patch)
+    if shape or not isinstance(patch, dict):
+        return shape
     errors: list[PatchError] = []
     if "order_id" in patch and patch["order_id"] != order_id:
         errors.append(

@@ -41,6 +41,7 @@ class SimulatorConfig:
     busy_status: int = 409
     enforce_frequency: bool = False  # OR13 at most every 5 min (differential), 24 h (full)
     or04_min_interval_seconds: float = 60.0  # OR04: at most one call a minute (429 otherwise)
+    or04_max_body_bytes: int | None = None  # OR04: a larger request body is refused with 413
     chunk_piece_delay_seconds: float = 0.0  # OR15: pause between 256 KB pieces (slow downloads)
     chunk_piece_bytes: int = 256 * 1024
     chunk_base_url: str | None = None  # OR14 lists chunk URLs on this origin (a storage host)
@@ -371,6 +372,9 @@ def build_app(state: SimulatorState) -> web.Application:
         refused, _fault = await admit("OR04", request)
         if refused is not None:
             return refused
+        limit = config.or04_max_body_bytes
+        if limit is not None and len(await request.read()) > limit:
+            return _error(413, f"Request body too large: at most {limit} bytes")
         body = await _json_object(request)
         if isinstance(body, web.Response):
             return body
