@@ -178,7 +178,7 @@ class OrderSplitter:
             if pos >= end:
                 return
             byte = data[pos]
-            if state == _ORDERS or state == _NEXT_ORDER:
+            if state in (_ORDERS, _NEXT_ORDER):
                 if byte == _OPEN_BRACE:
                     self._begin(pos, _ORDER, _NESTED)
                 elif byte == 0x5D and state == _ORDERS:  # ]
@@ -204,7 +204,7 @@ class OrderSplitter:
                     raise ChunkFormatError('the file is not a JSON object {"orders": [...]}')
                 pos += 1
                 self._state = _FIRST_KEY_OR_END
-            elif state == _FIRST_KEY_OR_END or state == _KEY:
+            elif state in (_FIRST_KEY_OR_END, _KEY):
                 if byte == _QUOTE:
                     self._begin(pos, _KEY_NAME, _STRING)
                 elif byte == 0x7D and state == _FIRST_KEY_OR_END:  # }
@@ -226,7 +226,7 @@ class OrderSplitter:
                     self._saw_orders = True
                     pos += 1
                     self._state = _ORDERS
-                elif byte == _OPEN_BRACE or byte == _OPEN_BRACKET:
+                elif byte in (_OPEN_BRACE, _OPEN_BRACKET):
                     self._begin(pos, _SKIPPED, _NESTED)
                 elif byte == _QUOTE:
                     self._begin(pos, _SKIPPED, _STRING)
@@ -432,7 +432,7 @@ class OrderSplitter:
             byte = data[first]
             if byte == _QUOTE:
                 in_string = True
-            elif byte == _OPEN_BRACE or byte == _OPEN_BRACKET:
+            elif byte in (_OPEN_BRACE, _OPEN_BRACKET):
                 depth += 1
             else:
                 depth -= 1
@@ -537,9 +537,11 @@ def _where(order_id: str, line: int | None) -> str:
     return f"order {order_id}" if line is None else f"order {order_id} line #{line}"
 
 
-def split_orders(pieces: Iterator[bytes]) -> Iterator[bytes]:
+def split_orders(
+    pieces: Iterator[bytes], max_order_bytes: int = DEFAULT_MAX_ORDER_BYTES
+) -> Iterator[bytes]:
     """Synchronous helper (tests, tools): all order objects of a chunk given as byte pieces."""
-    splitter = OrderSplitter()
+    splitter = OrderSplitter(max_order_bytes)
     for piece in pieces:
         yield from splitter.feed(piece)
     splitter.close()
