@@ -52,6 +52,7 @@ class ExportConfig:
     items_per_chunk: int | None = None
     megabytes_per_chunk: int | None = None
     batch_orders: int = 5000  # orders per staging COPY; each merges while the next streams
+    max_order_megabytes: int = 64  # a larger order refuses its chunk (the splitter holds it whole)
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
             "items_per_chunk",
             "megabytes_per_chunk",
             "batch_orders",
+            "max_order_megabytes",
         },
     )
     export = ExportConfig(
@@ -186,6 +188,7 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
         items_per_chunk=_int_range(ex, "export.items_per_chunk", 10_000, 1_000_000),
         megabytes_per_chunk=_int_range(ex, "export.megabytes_per_chunk", 10, 1024),
         batch_orders=_int_range(ex, "export.batch_orders", 1, 1_000_000) or 5000,
+        max_order_megabytes=_int_range(ex, "export.max_order_megabytes", 1, 1024) or 64,
     )
 
     ht = _table(data, "http")

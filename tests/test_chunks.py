@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import random
+import time
+import tomllib
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import orjson
 import pytest
 
+from syncer.commands import run_source
+from syncer.config import Config, ExportConfig, parse_config
+from syncer.errors import ChunkInvalid, ConfigError
 from syncer.pipeline.chunks import ChunkFormatError, OrderSplitter, parse_order, split_orders
+from syncer.simulator import SimulatorState
 from syncer.simulator.orders import make_order
+from syncer.store.sync_store import SyncStore
 
 
 def pieces(data: bytes, rng: random.Random, largest: int = 50) -> Iterator[bytes]:
@@ -165,3 +172,80 @@ def test_fast_path_falls_back_when_its_guess_is_wrong() -> None:
         splitter.close()
         assert [orjson.loads(data) for data, _ in found] == orders
         assert all(parsed is None or parsed == orjson.loads(data) for data, parsed in found)
+
+
+READ = 256 * 1024
+
+
+def huge_order_chunk(megabytes: float) -> bytes:
+    """A chunk whose second order is about `megabytes` MB: three quarters one long string
+    (quotes, backslashes and braces escaped in it), a quarter order lines."""
+    small, big = (orjson.dumps(order) for order in sample_orders(2))
+    size = int(megabytes * 1_000_000)
+    note = ('a "quoted" \\ note },{"order_id": ' * (size // 40 + 1))[: size * 3 // 4]
+    lines = [
+        {"order_line_id": f"BIG-{n}", "quantity": 1, "price": 9.99} for n in range(size // 200)
+    ]
+    order = orjson.dumps({"order_id": "BIG", "note": note, "order_lines": lines})
+    return b'{"orders":[' + small + b"," + order + b"," + big + b"]}"
+
+
+def split_seconds(document: bytes, **limits: int) -> float:
+    """Seconds to split `document` read in 256 KiB pieces (the best of two tries)."""
+    pieces = [document[at : at + READ] for at in range(0, len(document), READ)]
+    best = float("inf")
+    for _ in range(2):
+        started = time.perf_counter()
+        assert len(list(split_orders(iter(pieces), **limits))) == 3
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def test_a_huge_order_is_split_in_linear_time() -> None:
+    """A 24 MB order read in 256 KiB pieces takes about 4x a 6 MB one, not 16x."""
+    small = split_seconds(huge_order_chunk(6))
+    large = split_seconds(huge_order_chunk(24))
+    assert large < 8 * small, f"6 MB: {small:.3f} s, 24 MB: {large:.3f} s"
+
+
+@pytest.mark.parametrize("read", [READ, 1 << 30])
+def test_an_order_over_the_limit_is_refused_with_its_position_and_id(read: int) -> None:
+    """An order larger than max_order_bytes is refused (not as a truncated file), named."""
+    document = huge_order_chunk(3)
+    pieces = [document[at : at + read] for at in range(0, len(document), read)]
+    splitter = OrderSplitter(max_order_bytes=2 * 1024 * 1024)
+    found = 0
+    with pytest.raises(
+        ChunkFormatError, match=r"order #1 \(BIG\) is larger than 2,097,152"
+    ) as caught:
+        for piece in pieces:
+            found += len(splitter.feed(piece))
+    assert (caught.value.position, caught.value.truncated) == (1, False)
+    assert found <= 1
+    assert len(list(split_orders(iter(pieces), max_order_bytes=4 * 1024 * 1024))) == 3
+
+
+def test_max_order_megabytes_is_read_and_range_checked() -> None:
+    """export.max_order_megabytes defaults to 64 and must be within 1..1024."""
+    with open("config.example.toml", "rb") as example:
+        data = tomllib.load(example)
+    del data["export"]["max_order_megabytes"]
+    assert parse_config(data, env={}).export.max_order_megabytes == 64
+    data["export"]["max_order_megabytes"] = 2000
+    with pytest.raises(
+        ConfigError, match=r"export\.max_order_megabytes: must be between 1 and 1024"
+    ):
+        parse_config(data, env={})
+
+
+async def test_a_chunk_with_an_order_over_the_limit_fails_the_run_without_retry(
+    make_config: Callable[..., Config], store: SyncStore, sim_state: SimulatorState
+) -> None:
+    """The worker refuses the chunk as invalid (not a broken download to fetch again)."""
+    sim_state.seed_orders(5, days=10)
+    sim_state.inject("OR15", body=huge_order_chunk(2), times=10)
+    export = ExportConfig(poll_interval_seconds=0.02, poll_timeout_minutes=1, max_order_megabytes=1)
+    config = make_config(export=export)
+    with pytest.raises(ChunkInvalid, match=r"order #1 \(BIG\) is larger than 1,048,576"):
+        await run_source(config, store, config.sources[0], "full")
+    assert sim_state.faults[0].times == 9, "the chunk was downloaded once"

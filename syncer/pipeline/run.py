@@ -514,7 +514,9 @@ class SyncRun:
             chunk = _ChunkCounter()
             try:
                 async with self.api.open_chunk(url) as stream:
-                    orders = _parsed_orders(stream, url, chunk)
+                    orders = _parsed_orders(
+                        stream, url, chunk, self.export.max_order_megabytes * 1024 * 1024
+                    )
                     while True:
                         self._batches += 1
                         batch = _Batch(orders, run_id, self._batches, self.export.batch_orders)
@@ -596,10 +598,10 @@ class _Batch:
 
 
 async def _parsed_orders(
-    stream: AsyncIterator[bytes], url: str, counter: _ChunkCounter
+    stream: AsyncIterator[bytes], url: str, counter: _ChunkCounter, max_order_bytes: int
 ) -> AsyncIterator[tuple[int, ParsedOrder]]:
     """(position in chunk, order) for each order of a chunk file, parsed as it streams."""
-    splitter = OrderSplitter()
+    splitter = OrderSplitter(max_order_bytes)
     position = 0
     try:
         async for block in stream:
