@@ -18,6 +18,7 @@ NUMERIC_KEYS = [
     ("export", "items_per_chunk"),
     ("export", "megabytes_per_chunk"),
     ("export", "batch_orders"),
+    ("export", "max_order_megabytes"),
     ("http", "timeout_seconds"),
     ("http", "chunk_timeout_seconds"),
     ("http", "max_attempts"),
