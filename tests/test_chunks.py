@@ -10,7 +10,15 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from syncer.pipeline.chunks import ChunkFormatError, OrderSplitter, parse_order, split_orders
+from syncer.pipeline.chunks import (
+    _SKIP,
+    _SKIP_ARRAY,
+    _STRING,
+    ChunkFormatError,
+    OrderSplitter,
+    parse_order,
+    split_orders,
+)
 from syncer.simulator.orders import make_order
 
 
@@ -165,3 +173,12 @@ def test_fast_path_falls_back_when_its_guess_is_wrong() -> None:
         splitter.close()
         assert [orjson.loads(data) for data, _ in found] == orders
         assert all(parsed is None or parsed == orjson.loads(data) for data, parsed in found)
+
+
+@pytest.mark.parametrize("cut", [b'"abc', b'"a\\"b', b'"ends in a backslash \\'])
+def test_a_string_cut_by_the_read_boundary_stops_the_scan_at_its_quote(cut: bytes) -> None:
+    """On every interpreter (possessive quantifiers did not, before CPython 3.11.5): wait there."""
+    for pattern in (_SKIP, _SKIP_ARRAY):
+        match = pattern.match(b"12, " + cut)
+        assert match is not None and match.end() == 4
+    assert _STRING.match(cut) is None

@@ -18,11 +18,13 @@ import orjson
 
 from syncer.dates import parse_instant
 
-# Possessive: runs of non-brace, non-quote bytes and whole strings; stops at { } or a cut-off string.
-_SKIP = re.compile(rb'(?:[^{}"]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
-_SKIP_ARRAY = re.compile(rb'(?:[^\[\]"]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
+# Runs of non-brace, non-quote bytes and whole strings; stops at { } or a cut-off string.
+# Atomic groups (?>...), not possessive quantifiers: those match wrongly before CPython
+# 3.11.5 (gh-106052; Debian 12's python3 is 3.11.2) and let a cut-off string pass as whole.
+_SKIP = re.compile(rb'(?>(?:[^{}"]+|"(?>(?:[^"\\]+|\\.)*)")*)', re.DOTALL)
+_SKIP_ARRAY = re.compile(rb'(?>(?:[^\[\]"]+|"(?>(?:[^"\\]+|\\.)*)")*)', re.DOTALL)
 _WS = re.compile(rb"[ \t\r\n]*")
-_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_STRING = re.compile(rb'"(?>(?:[^"\\]+|\\.)*)"', re.DOTALL)
 _SCALAR = re.compile(rb"[^,}\s]+")
 _FIRST_KEY = re.compile(rb'\{[ \t\r\n]*("[A-Za-z0-9_@.-]+")[ \t\r\n]*:')
 
