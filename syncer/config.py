@@ -14,7 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from syncer.dates import as_instant
+from syncer.dates import as_instant, parse_instant
 from syncer.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "config.toml"
@@ -283,6 +283,21 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
     )
 
 
+START_DATE_FORMS = "a date (2024-01-01) or a date-time with Z or an offset (2024-01-01T00:00:00Z)"
+
+
+def _start_date(value: object, key: str) -> datetime | None:
+    """A TOML date/date-time, or the same as an ISO 8601 string; a naive time is UTC."""
+    if value is None or isinstance(value, (date, datetime)):
+        return as_instant(value) if value is not None else None
+    if isinstance(value, str):
+        try:
+            return parse_instant(value.strip())
+        except ValueError:
+            raise ConfigError(f"{key}: {value!r} is not {START_DATE_FORMS}") from None
+    raise ConfigError(f"{key}: must be {START_DATE_FORMS}, got {type(value).__name__}")
+
+
 def _source(item: object, index: int, env: dict[str, str], base: Path) -> SourceConfig:
     if not isinstance(item, dict):
         raise ConfigError(f"sources[{index}]: must be a table")
@@ -336,11 +351,7 @@ def _source(item: object, index: int, env: dict[str, str], base: Path) -> Source
     auth = _opt(item, where + "auth", str) or "shop"
     if auth not in ("shop", "bearer"):
         raise ConfigError(f'{where}auth: must be "shop" or "bearer", not {auth!r}')
-    start = item.get("start_date")
-    if start is not None and not isinstance(start, (date, datetime)):
-        if isinstance(start, str):
-            raise ConfigError(f"{where}start_date: write a TOML date without quotes: 2024-01-01")
-        raise ConfigError(f"{where}start_date: must be a date, got {type(start).__name__}")
+    start = _start_date(item.get("start_date"), where + "start_date")
     return SourceConfig(
         name=name,
         base_url=base_url.rstrip("/"),
@@ -348,7 +359,7 @@ def _source(item: object, index: int, env: dict[str, str], base: Path) -> Source
         api_key_env=key_env,
         auth=auth,
         shop_id=_int_range(item, where + "shop_id", 0, 2**63 - 1),
-        start_date=as_instant(start) if start is not None else None,
+        start_date=start,
         interval_minutes=_number(
             item, where + "interval_minutes", 15.0, minimum=0.01, maximum=10080
         ),

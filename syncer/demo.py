@@ -23,7 +23,8 @@ from syncer.commands import (
 from syncer.config import Config, DatabaseConfig, ExportConfig, Secret, SourceConfig
 from syncer.dates import utc_now
 from syncer.simulator import SimulatorConfig, SimulatorState, serve
-from syncer.store.db import open_pool, resolve_dsn
+from syncer.store.db import open_pool
+from syncer.store.embedded import resolve_dsn
 from syncer.store.migrate import migrate
 
 DEMO_SCHEMA = "mirakl_demo"
@@ -64,7 +65,7 @@ async def run_demo(order_count: int) -> int:
             f"PostgreSQL: {'embedded in ' + str(database.data_dir) if not dsn else 'SYNCER_DATABASE_DSN'}"
         )
         # Started once here: every pool below connects to this server.
-        config = replace(config, database=replace(database, dsn=resolve_dsn(database)))
+        config = replace(config, database=replace(database, dsn=await resolve_dsn(database)))
         async with open_pool(config.database, size=1) as pool, pool.acquire() as conn:
             await conn.execute(f"DROP SCHEMA IF EXISTS {DEMO_SCHEMA} CASCADE")
             applied = await migrate(conn, DEMO_SCHEMA)

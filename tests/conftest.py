@@ -24,6 +24,7 @@ from syncer.config import (
 )
 from syncer.dates import utc_now
 from syncer.simulator import SimulatorConfig, SimulatorState, serve
+from syncer.store.embedded import embedded_dsn
 from syncer.store.migrate import migrate
 from syncer.store.sync_store import SyncStore
 
@@ -38,11 +39,8 @@ def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if TEST_DSN:
         yield TEST_DSN
         return
-    import pgserver
-
-    server = pgserver.get_server(str(tmp_path_factory.mktemp("pgdata")), cleanup_mode="stop")
-    yield server.get_uri()
-    server.cleanup()
+    # The product's own start-up (stopped at exit by the package); no warnings leak.
+    yield embedded_dsn(tmp_path_factory.mktemp("pgdata"))
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ api_key = "k"
             ["sources.shop.api_key", "missing"],
         ),
         (BASE + 'auth = "basic"\n', ["sources.shop.auth", '"shop" or "bearer"']),
-        (BASE + 'start_date = "2024-01-01"\n', ["sources.shop.start_date", "without quotes"]),
+        (BASE + 'start_date = "last year"\n', ["sources.shop.start_date", "2024-01-01T00:00:00Z"]),
         (BASE + "interval_minutes = true\n", ["sources.shop.interval_minutes", "must be a number"]),
         ("this is = not toml [", ["invalid TOML"]),
         (BASE + BASE, ["sources", "used twice"]),

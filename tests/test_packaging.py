@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import re
 import shlex
 import subprocess
@@ -10,6 +11,10 @@ import sys
 import tomllib
 import zipfile
 from pathlib import Path
+from typing import Any
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,16 +31,42 @@ def dockerfile() -> list[tuple[str, str]]:
     return pairs
 
 
-def test_image_python_satisfies_the_project() -> None:
-    """Every stage's python:X.Y image meets requires-python, and the tests run on that X.Y."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    minimum = tuple(int(p) for p in re.findall(r"\d+", project["requires-python"])[:2])
+def project() -> dict[str, Any]:
+    data: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return data
+
+
+def matrix_pythons() -> set[tuple[int, int]]:
+    """The CI matrix, as declared: the `Programming Language :: Python :: X.Y` classifiers."""
+    found = (
+        re.fullmatch(r"Programming Language :: Python :: (\d+)\.(\d+)", c)
+        for c in project()["classifiers"]
+    )
+    return {(int(m[1]), int(m[2])) for m in found if m}
+
+
+def test_image_python_is_admitted_and_tested() -> None:
+    """Each stage's python:X.Y meets requires-python and is in the tested matrix, as is the lower bound."""
+    requires = SpecifierSet(project()["requires-python"])
+    tested = matrix_pythons()
+    assert tested, "pyproject declares the tested Pythons as classifiers"
+    assert all(requires.contains(f"{major}.{minor}.0") for major, minor in tested)
+    [lower] = [Version(s.version).release[:2] for s in requires if s.operator == ">="]
+    assert lower in tested, f"requires-python's lower bound {lower} is not tested"
     images = [args for word, args in dockerfile() if word == "FROM"]
     assert len(images) == 2, "multi-stage: build, then runtime"
     for image in images:
-        version = tuple(int(p) for p in re.match(r"python:(\d+)\.(\d+)-slim", image).groups())  # type: ignore[union-attr]
-        assert version >= minimum
-        assert version == sys.version_info[:2], "CI tests the image's Python version"
+        found = re.fullmatch(r"python:(\d+)\.(\d+)-slim(?: AS \w+)?", image)
+        assert found, f"FROM {image}: expected python:X.Y-slim"
+        version = (int(found[1]), int(found[2]))
+        assert requires.contains(f"{version[0]}.{version[1]}.0") and version in tested, image
+
+
+def test_readme_names_the_matrix_pythons() -> None:
+    """README's "Python versions" line names every tested X.Y, and this interpreter is admitted."""
+    [line] = [t for t in (ROOT / "README.md").read_text().splitlines() if "Python versions" in t]
+    assert all(f"{major}.{minor}" in line for major, minor in matrix_pythons()), line
+    assert SpecifierSet(project()["requires-python"]).contains(platform.python_version())
 
 
 def test_copied_files_exist_and_user_is_not_root() -> None:

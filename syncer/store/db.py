@@ -2,40 +2,15 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from pathlib import Path
 
 import asyncpg
 
 from syncer.config import DatabaseConfig
-from syncer.errors import ConfigError, DatabaseError, RunSkipped
-from syncer.log import get_logger
+from syncer.errors import DatabaseError, RunSkipped
 from syncer.redact import redact_dsn
-
-
-def embedded_dsn(data_dir: Path) -> str:
-    """Start (or reuse) an embedded PostgreSQL in `data_dir`; return its DSN."""
-    try:
-        import pgserver
-    except ImportError:
-        raise ConfigError(
-            "database.dsn: not set, and the embedded PostgreSQL is not installed "
-            "(pip install 'mirakl-order-sync[embedded]', or set database.dsn)"
-        ) from None
-    data_dir.mkdir(parents=True, exist_ok=True)
-    get_logger().info("embedded_postgres_starting", data_dir=str(data_dir))
-    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        warnings.simplefilter("ignore")
-        server = pgserver.get_server(  # type: ignore[attr-defined]
-            str(data_dir), cleanup_mode="stop"
-        )
-    return str(server.get_uri())
-
-
-def resolve_dsn(config: DatabaseConfig) -> str:
-    return config.dsn or embedded_dsn(config.data_dir)
+from syncer.store.embedded import resolve_dsn
 
 
 def _describe(exc: BaseException) -> str:
@@ -46,7 +21,7 @@ def _describe(exc: BaseException) -> str:
 @asynccontextmanager
 async def open_pool(config: DatabaseConfig, *, size: int = 4) -> AsyncIterator[asyncpg.Pool]:
     """A pool whose connections use the configured schema; DatabaseError if unreachable."""
-    dsn = resolve_dsn(config)
+    dsn = await resolve_dsn(config)
     try:
         pool = await asyncpg.create_pool(
             dsn,
