@@ -405,3 +405,36 @@ async def test_healthz_fails_when_no_job_progresses(pool: asyncpg.Pool, schema: 
         async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
             assert resp.status == 503
             assert (await resp.json())["no_job_progress_seconds"] > 0.2
+
+
+async def test_a_stolen_push_lease_sends_nothing_and_changes_no_row(
+    make_config: Callable[..., Config],
+    pool: asyncpg.Pool,
+    sim_state: SimulatorState,
+    db: asyncpg.Connection,
+) -> None:
+    """The push lease taken over while the pusher waits for the rate limit: start_call's
+    commit checks it, nothing is marked sent, no OR04 call goes out, LeaseLost."""
+    from syncer.commands import push_source
+    from syncer.config import PushConfig
+
+    config = make_config(push=PushConfig(min_interval_seconds=3, interval_seconds=1))
+    await db.execute(
+        "INSERT INTO order_patches (source, order_id, patch) VALUES ('shop', 'Order_1-A',"
+        ' \'{"shop_statistics": {"excluded": true, "reason": "test"}}\')'
+    )
+    await db.execute(
+        "INSERT INTO push_calls (source, orders, status, finished_at)"
+        " VALUES ('shop', 1, 'answered', clock_timestamp())"
+    )
+    push = asyncio.create_task(push_source(config, pool, config.sources[0]))
+    await wait_until(
+        lambda: db.fetchval("SELECT count(*) FROM leases WHERE kind = 'push'"), "the push lease"
+    )
+    await asyncio.sleep(0.5)
+    await steal(db, "push")
+    with pytest.raises(LeaseLost, match="push lease was lost"):
+        await push
+    assert sim_state.calls["OR04"] == 0
+    assert await db.fetchval("SELECT status FROM order_patches") == "pending"
+    assert await db.fetchval("SELECT count(*) FROM push_calls") == 1
