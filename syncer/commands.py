@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from syncer.config import Config, SourceConfig
+from syncer.config import Config, SourceConfig, pool_size_needed
 from syncer.dates import utc_now
 from syncer.errors import ConfigError, MigrationError, RunSkipped, SyncerError
 from syncer.log import get_logger
@@ -21,7 +21,8 @@ from syncer.pipeline.run import RunSummary, SyncRun
 from syncer.progress import TerminalProgress
 from syncer.redact import redact_dsn
 from syncer.report import format_table, human_duration, moment, to_json
-from syncer.store.db import open_pool
+from syncer.store.db import CONTROL, CONTROL_POOL_SIZE, MIGRATE, Database, open_pool
+from syncer.store.lease import LeaseKeeper
 from syncer.store.migrate import migrate as apply_migrations
 from syncer.store.outbox_store import OutboxStore
 from syncer.store.sync_store import SourceStatus, SyncStore
@@ -29,9 +30,17 @@ from syncer.store.sync_store import SourceStatus, SyncStore
 
 @asynccontextmanager
 async def open_store(config: Config, *, require_migrated: bool = True) -> AsyncIterator[SyncStore]:
-    """A SyncStore on the configured database; refuses a schema that is not migrated."""
-    async with open_pool(config.database) as pool:
-        store = SyncStore(pool, config.database.schema)
+    """A SyncStore on the configured database; refuses a schema that is not migrated.
+
+    Two pools: the work pool, sized for the service's limits, and a small control pool for
+    the lease heartbeat and readiness, which a saturated work pool cannot starve."""
+    size = config.database.pool_size or pool_size_needed(config.service)
+    async with (
+        open_pool(config.database, size=size) as pool,
+        open_pool(config.database, size=CONTROL_POOL_SIZE, role=CONTROL) as control,
+    ):
+        leases = LeaseKeeper(control, config.database.lease_ttl_seconds)
+        store = SyncStore(pool, config.database.schema, leases=leases, control=control)
         if require_migrated and (pending := await store.ping()):
             raise MigrationError(
                 f"schema {config.database.schema} has {pending} pending migration(s): "
@@ -41,7 +50,10 @@ async def open_store(config: Config, *, require_migrated: bool = True) -> AsyncI
 
 
 async def migrate(config: Config) -> int:
-    async with open_pool(config.database, size=1) as pool, pool.acquire() as conn:
+    async with (
+        open_pool(config.database, size=1, role=MIGRATE) as pool,
+        pool.acquire() as conn,
+    ):
         applied = await apply_migrations(conn, config.database.schema)
     if applied:
         print(f"schema {config.database.schema}: applied {', '.join(applied)}")
@@ -128,17 +140,23 @@ async def _sync_each(config: Config, name: str | None, mode: str, since: datetim
     return await _for_each_source(config, name, "", one)
 
 
-async def push_source(config: Config, pool: asyncpg.Pool, source: SourceConfig) -> PushSummary:
+async def push_source(
+    config: Config,
+    pool: asyncpg.Pool | Database,
+    source: SourceConfig,
+    leases: LeaseKeeper | None = None,
+) -> PushSummary:
     """Send the source's pending order patches (OR04) with its own HTTP session."""
     async with open_client(source, config.http) as client:
-        summary = await PushRun(source, config.push, client, OutboxStore(pool)).run()
+        outbox = OutboxStore(pool, leases)
+        summary = await PushRun(source, config.push, client, outbox).run()
     METRICS.record_push(summary)
     return summary
 
 
 async def push(config: Config, name: str | None) -> int:
     async def one(store: SyncStore, source: SourceConfig) -> str:
-        return (await push_source(config, store.pool, source)).describe()
+        return (await push_source(config, store.pool, source, store.leases)).describe()
 
     return await _for_each_source(config, name, "push", one)
 

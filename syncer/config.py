@@ -43,6 +43,14 @@ class DatabaseConfig:
     dsn: str | None = None
     schema: str = "mirakl"
     data_dir: Path = Path(".syncer/pgdata")
+    # Connections of the work pool; None: derived from the service's limits (pool_size_needed).
+    pool_size: int | None = None
+    acquire_timeout_seconds: float = 30.0  # a wait for a pool connection, then DatabaseError
+    lock_timeout_seconds: float = 30.0  # PostgreSQL lock_timeout: one lock wait
+    statement_timeout_seconds: float = 900.0  # statement_timeout: one statement (a COPY too)
+    idle_in_transaction_timeout_seconds: float = 600.0  # a transaction left waiting
+    command_timeout_seconds: float = 60.0  # the client's wait for a short statement's answer
+    lease_ttl_seconds: float = 60.0  # a dead process's run/push lease is free after this
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,7 @@ class ExportConfig:
     megabytes_per_chunk: int | None = None
     batch_orders: int = 5000  # orders per staging COPY; each merges while the next streams
     max_order_megabytes: int = 64  # a larger order refuses its chunk (the splitter holds it whole)
+    run_timeout_minutes: float = 120.0  # a run still going after this fails (export resumable)
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,14 @@ class HttpConfig:
 class ServiceConfig:
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9108  # /metrics, /healthz, /readyz of `syncer run`; 0 turns them off
+    max_concurrent_runs: int = 4  # sync runs of `syncer run` at once (the others wait)
+    max_concurrent_pushes: int = 2  # OR04 pushes at once, apart from the runs
+
+
+def pool_size_needed(service: ServiceConfig) -> int:
+    """Connections that the allowed concurrency can hold at once: a run holds its merge
+    transaction's connection and a COPY's, plus short statements; a push one; 2 spare."""
+    return service.max_concurrent_runs * 3 + service.max_concurrent_pushes + 2
 
 
 @dataclass(frozen=True)
@@ -155,14 +172,48 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
     _reject_unknown(data, "", {"database", "export", "http", "push", "service", "sources"})
     base = path.parent if path else Path.cwd()
     db = _table(data, "database")
-    _reject_unknown(db, "database.", {"dsn", "schema", "data_dir"})
+    _reject_unknown(
+        db,
+        "database.",
+        {
+            "dsn",
+            "schema",
+            "data_dir",
+            "pool_size",
+            "acquire_timeout_seconds",
+            "lock_timeout_seconds",
+            "statement_timeout_seconds",
+            "idle_in_transaction_timeout_seconds",
+            "command_timeout_seconds",
+            "lease_ttl_seconds",
+        },
+    )
     dsn = env.get("SYNCER_DATABASE_DSN") or _opt(db, "database.dsn", str)
     schema = env.get("SYNCER_DATABASE_SCHEMA") or _opt(db, "database.schema", str) or "mirakl"
     if not schema.isidentifier() or schema != schema.lower():
         raise ConfigError(f"database.schema: {schema!r} must be a lowercase SQL identifier")
     data_dir = Path(_opt(db, "database.data_dir", str) or ".syncer/pgdata")
     database = DatabaseConfig(
-        dsn=dsn, schema=schema, data_dir=data_dir if data_dir.is_absolute() else base / data_dir
+        dsn=dsn,
+        schema=schema,
+        data_dir=data_dir if data_dir.is_absolute() else base / data_dir,
+        pool_size=_int_range(db, "database.pool_size", 2, 1000),
+        acquire_timeout_seconds=_number(
+            db, "database.acquire_timeout_seconds", 30.0, minimum=0.1, maximum=3600
+        ),
+        lock_timeout_seconds=_number(
+            db, "database.lock_timeout_seconds", 30.0, minimum=0.1, maximum=86400
+        ),
+        statement_timeout_seconds=_number(
+            db, "database.statement_timeout_seconds", 900.0, minimum=1, maximum=86400
+        ),
+        idle_in_transaction_timeout_seconds=_number(
+            db, "database.idle_in_transaction_timeout_seconds", 600.0, minimum=1, maximum=86400
+        ),
+        command_timeout_seconds=_number(
+            db, "database.command_timeout_seconds", 60.0, minimum=1, maximum=86400
+        ),
+        lease_ttl_seconds=_number(db, "database.lease_ttl_seconds", 60.0, minimum=2, maximum=3600),
     )
 
     ex = _table(data, "export")
@@ -176,6 +227,7 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
             "megabytes_per_chunk",
             "batch_orders",
             "max_order_megabytes",
+            "run_timeout_minutes",
         },
     )
     export = ExportConfig(
@@ -189,6 +241,9 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
         megabytes_per_chunk=_int_range(ex, "export.megabytes_per_chunk", 10, 1024),
         batch_orders=_int_range(ex, "export.batch_orders", 1, 1_000_000) or 5000,
         max_order_megabytes=_int_range(ex, "export.max_order_megabytes", 1, 1024) or 64,
+        run_timeout_minutes=_number(
+            ex, "export.run_timeout_minutes", 120.0, minimum=0.05, maximum=10080
+        ),
     )
 
     ht = _table(data, "http")
@@ -255,14 +310,26 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
     )
 
     sv = _table(data, "service")
-    _reject_unknown(sv, "service.", {"metrics_host", "metrics_port"})
+    _reject_unknown(
+        sv,
+        "service.",
+        {"metrics_host", "metrics_port", "max_concurrent_runs", "max_concurrent_pushes"},
+    )
     port = _opt(sv, "service.metrics_port", int)
     if port is not None and not 0 <= port <= 65535:
         raise ConfigError(f"service.metrics_port: must be between 0 and 65535, got {port}")
     service = ServiceConfig(
         metrics_host=_opt(sv, "service.metrics_host", str) or "0.0.0.0",
         metrics_port=9108 if port is None else port,
+        max_concurrent_runs=_int_range(sv, "service.max_concurrent_runs", 1, 256) or 4,
+        max_concurrent_pushes=_int_range(sv, "service.max_concurrent_pushes", 1, 256) or 2,
     )
+    needed = pool_size_needed(service)
+    if database.pool_size is not None and database.pool_size < needed:
+        raise ConfigError(
+            f"database.pool_size: must be at least {needed} (service.max_concurrent_runs x 3 + "
+            f"service.max_concurrent_pushes + 2), got {database.pool_size}"
+        )
 
     raw_sources = data.get("sources", [])
     if not isinstance(raw_sources, list):

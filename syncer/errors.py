@@ -87,3 +87,13 @@ class ChunkInvalid(SyncerError):
         self.reason = reason
         self.chunk = chunk
         self.position = position
+
+
+class LeaseLost(SyncerError):
+    """Raised when a run or push lost its source's lease (expired unrenewed, or taken over):
+    it stops, and nothing it had not committed yet is committed."""
+
+
+class RunTimeout(SyncerError):
+    """Raised when a run is still going at `export.run_timeout_minutes`; its export in
+    flight stays resumable."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -14,30 +17,61 @@ from syncer.metrics import Metrics
 from syncer.store.outbox_store import OutboxStore
 from syncer.store.sync_store import SyncStore
 
+# /readyz answers within this, whatever the database does (the control pool's statements
+# are limited to a second), and reuses an answer this recent.
+READY_TIMEOUT_SECONDS = 2.0
+READY_CACHE_SECONDS = 2.0
+
+
+class LivenessLike(Protocol):
+    def problems(self) -> dict[str, float]: ...
+
 
 def build_health_app(
-    store: SyncStore, sources: list[str], metrics: Metrics, scheduler_running: Callable[[], bool]
+    store: SyncStore,
+    sources: list[str],
+    metrics: Metrics,
+    scheduler_running: Callable[[], bool],
+    *,
+    liveness: LivenessLike | None = None,
 ) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
+        """No database here: the scheduler runs, the event loop ticks, jobs progress."""
         running = scheduler_running()
+        problems = liveness.problems() if liveness is not None else {}
+        healthy = running and not problems
         return web.json_response(
             {
-                "status": "ok" if running else "down",
+                "status": "ok" if healthy else "down",
                 "scheduler": "running" if running else "stopped",
+                **problems,
             },
-            status=200 if running else 503,
+            status=200 if healthy else 503,
         )
 
-    async def readyz(request: web.Request) -> web.Response:
+    ready_cache: list[tuple[float, int, dict[str, object]]] = []
+    ready_lock = asyncio.Lock()
+
+    async def check_ready() -> tuple[int, dict[str, object]]:
         try:
-            pending = await store.ping()
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                pending = await store.ready()
+        except TimeoutError:
+            reason = f"no answer within {READY_TIMEOUT_SECONDS:g}s"
+            return 503, {"status": "not ready", "database": reason}
         except SyncerError as exc:
-            return web.json_response({"status": "not ready", "database": str(exc)}, status=503)
+            return 503, {"status": "not ready", "database": str(exc)}
         if pending:
-            return web.json_response(
-                {"status": "not ready", "migrations_pending": pending}, status=503
-            )
-        return web.json_response({"status": "ready", "database": "ok", "migrations_pending": 0})
+            return 503, {"status": "not ready", "migrations_pending": pending}
+        return 200, {"status": "ready", "database": "ok", "migrations_pending": 0}
+
+    async def readyz(request: web.Request) -> web.Response:
+        async with ready_lock:  # concurrent probes share one check
+            if not ready_cache or time.monotonic() - ready_cache[0][0] > READY_CACHE_SECONDS:
+                status, body = await check_ready()
+                ready_cache[:] = [(time.monotonic(), status, body)]
+            _, status, body = ready_cache[0]
+        return web.json_response(body, status=status)
 
     async def metrics_page(request: web.Request) -> web.Response:
         try:

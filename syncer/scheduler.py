@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -32,6 +33,12 @@ async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | No
         loop.add_signal_handler(signum, stop.set)
     log = get_logger()
     running: set[asyncio.Task[Any]] = set()
+    liveness = Liveness(stall_seconds=stall_seconds(config))
+    # APScheduler starts every due job at once: these bound how many touch the database.
+    # A run waits for a slot before any database work; pushes have their own, so they never
+    # queue behind long loads. The work pool is sized for both (database.pool_size).
+    run_slots = asyncio.Semaphore(config.service.max_concurrent_runs)
+    push_slots = asyncio.Semaphore(config.service.max_concurrent_pushes)
 
     def tracked(kind: str, work: Callable[[SourceConfig], Awaitable[str | None]]) -> Any:
         """A job that registers its task (so shutdown can cancel it) and logs its outcome."""
@@ -40,6 +47,7 @@ async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | No
             task = asyncio.current_task()
             assert task is not None
             running.add(task)
+            liveness.progressed()
             try:
                 outcome = await work(source)
                 if outcome:
@@ -50,14 +58,19 @@ async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | No
                 log.error(f"scheduled_{kind}_failed", source=source.name, error=str(exc))
             finally:
                 running.discard(task)
+                liveness.progressed()
 
         return job
 
     async def sync(source: SourceConfig) -> str:
-        return describe_summary(await run_source(config, store, source, "differential"))
+        async with run_slots:
+            liveness.progressed()
+            return describe_summary(await run_source(config, store, source, "differential"))
 
     async def push(source: SourceConfig) -> str | None:
-        summary = await push_source(config, store.pool, source)
+        async with push_slots:
+            liveness.progressed()
+            summary = await push_source(config, store.pool, source, store.leases)
         return summary.describe() if summary.calls or summary.rejected else None
 
     scheduler = AsyncIOScheduler(timezone=UTC)
@@ -77,8 +90,10 @@ async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | No
                 misfire_grace_time=None,
             )
     async with AsyncExitStack() as stack:
+        stack.push_async_callback(liveness.stop)
+        liveness.start()
         if config.service.metrics_port:
-            await _start_endpoints(config, store, stack, lambda: bool(scheduler.running))
+            await _start_endpoints(config, store, stack, lambda: bool(scheduler.running), liveness)
         scheduler.start()
         log.info("service_started", sources=[s.name for s in config.sources])
         try:
@@ -95,11 +110,65 @@ async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | No
             log.info("service_stopped")
 
 
+def stall_seconds(config: Config) -> float:
+    """How long the service may go without any job starting, finishing or getting a slot
+    before /healthz calls it stuck: pushes start every push.interval_seconds, and every
+    wait of a job is bounded (pool acquire, lease, statements)."""
+    return max(
+        120.0,
+        3 * config.push.interval_seconds + config.database.acquire_timeout_seconds,
+    )
+
+
+class Liveness:
+    """What /healthz reads, without the database: the event loop ticks (a blocked loop
+    stops ticking), and jobs make progress (start, get a slot, finish)."""
+
+    TICK_SECONDS = 1.0
+
+    def __init__(self, stall_seconds: float) -> None:
+        self.stall_seconds = stall_seconds
+        self.last_tick = self.last_progress = time.monotonic()
+        self._ticker: asyncio.Task[None] | None = None
+
+    def progressed(self) -> None:
+        self.last_progress = time.monotonic()
+
+    def start(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+
+    async def _tick(self) -> None:
+        while True:
+            self.last_tick = time.monotonic()
+            await asyncio.sleep(self.TICK_SECONDS)
+
+    def problems(self) -> dict[str, float]:
+        """Ages that are too old, in seconds (empty: healthy)."""
+        now = time.monotonic()
+        found = {}
+        if now - self.last_tick > 10 * self.TICK_SECONDS:
+            found["event_loop_stalled_seconds"] = round(now - self.last_tick, 1)
+        if now - self.last_progress > self.stall_seconds:
+            found["no_job_progress_seconds"] = round(now - self.last_progress, 1)
+        return found
+
+
 async def _start_endpoints(
-    config: Config, store: SyncStore, stack: AsyncExitStack, scheduler_running: Callable[[], bool]
+    config: Config,
+    store: SyncStore,
+    stack: AsyncExitStack,
+    scheduler_running: Callable[[], bool],
+    liveness: Liveness,
 ) -> None:
     host, port = config.service.metrics_host, config.service.metrics_port
-    app = build_health_app(store, [s.name for s in config.sources], METRICS, scheduler_running)
+    app = build_health_app(
+        store, [s.name for s in config.sources], METRICS, scheduler_running, liveness=liveness
+    )
     try:
         bound = await stack.enter_async_context(serve_health(app, host, port))
     except OSError as exc:

@@ -138,6 +138,8 @@ def write_config(
 [database]
 dsn = "{dsn}"
 schema = "{schema}"
+# A killed worker's lease is free after this (crash tests rerun at once).
+lease_ttl_seconds = 4
 
 [export]
 poll_interval_seconds = 0.05

@@ -18,7 +18,7 @@ from tests.workers import rerun_until_success, start
 async def test_exactly_one_run_per_source_at_a_time(
     config_file: Path, db: asyncpg.Connection, crash_sim: SimulatorState, pg_dsn: str, schema: str
 ) -> None:
-    """Runs never overlap: the advisory lock makes the others skip with a clear line."""
+    """Runs never overlap: the source's lease makes the others skip with a clear line."""
     assert await rerun_until_success(config_file, ("resync", "--full")) == 1
     crash_sim.update_orders(50)
     text = config_file.read_text().replace(

@@ -253,7 +253,7 @@ async def test_refused_key_fails_fast_without_showing_it(
 async def test_one_run_per_source_at_a_time(
     make_config: Callable[..., Config], store: SyncStore, sim_state: SimulatorState
 ) -> None:
-    """A second run of a source while one holds the advisory lock is skipped."""
+    """A second run of a source while one holds its lease is skipped."""
     sim_state.seed_orders(10, days=5)
     sim_state.config.pending_polls = 20
     config = make_config()

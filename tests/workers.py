@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 
 
@@ -23,10 +24,17 @@ async def start(config: Path, *args: str) -> asyncio.subprocess.Process:
 
 
 async def rerun_until_success(config: Path, args: tuple[str, ...], attempts: int = 4) -> int:
-    """Rerun the command until it exits 0; return how many reruns it took."""
-    for attempt in range(1, attempts + 1):
+    """Rerun the command until it exits 0; return how many reruns it took. A skip (exit 3:
+    a killed worker's lease has not expired yet) is waited out, not counted."""
+    attempt = 0
+    skipped_until = time.monotonic() + 30
+    while attempt < attempts:
         proc = await start(config, *args)
         out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        if proc.returncode == 3 and time.monotonic() < skipped_until:
+            await asyncio.sleep(0.5)
+            continue
+        attempt += 1
         if proc.returncode == 0:
             return attempt
     raise AssertionError(

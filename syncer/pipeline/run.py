@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from syncer.cancel import cancel_for, cancel_reason, reason_instead
 from syncer.config import ExportConfig, HttpConfig, SourceConfig
 from syncer.dates import utc_now
 from syncer.errors import (
@@ -26,6 +27,7 @@ from syncer.errors import (
     ExportFailed,
     ExportNotFound,
     ExportTimeout,
+    RunTimeout,
     StreamBroken,
 )
 from syncer.log import get_logger, log_context
@@ -93,7 +95,9 @@ class BatchMerge(Protocol):
 
 
 class RunStore(Protocol):
-    def source_lock(self, source: str) -> AbstractAsyncContextManager[None]: ...
+    # The source's lease: RunSkipped if another run holds it; losing it cancels the block,
+    # which then raises LeaseLost. Durable writes made under it check it before committing.
+    def source_lock(self, source: str) -> AbstractAsyncContextManager[object]: ...
     async def watermark(self, source: str) -> datetime | None: ...
     async def in_flight_export(self, source: str) -> InFlightLike | None: ...
     async def begin_run(
@@ -206,10 +210,30 @@ class SyncRun:
     _batches: int = 0  # staging batches numbered across the run
 
     async def run(self, mode: str, since: datetime | None = None) -> RunSummary:
-        """Take the source's lock, plan and load; the summary says what was done."""
-        async with self.store.source_lock(self.source.name):
-            jobs, mode = await self._plan(mode, since)
-            return await self._execute(jobs, mode)
+        """Take the source's lease, plan and load; the summary says what was done.
+
+        Past `export.run_timeout_minutes` the run is cancelled and fails with RunTimeout
+        (the merge in progress rolls back; the export in flight stays for the next run)."""
+        task = asyncio.current_task()
+        assert task is not None
+        limit_minutes = self.export.run_timeout_minutes
+        deadline = asyncio.get_running_loop().call_later(
+            limit_minutes * 60,
+            cancel_for,
+            task,
+            RunTimeout(
+                f"source {self.source.name}: the run took longer than {limit_minutes:g} min "
+                "(export.run_timeout_minutes); the export in flight is resumed by the next run"
+            ),
+        )
+        try:
+            async with self.store.source_lock(self.source.name):
+                jobs, mode = await self._plan(mode, since)
+                return await self._execute(jobs, mode)
+        except asyncio.CancelledError as exc:
+            raise reason_instead(exc) from None
+        finally:
+            deadline.cancel()
 
     async def _plan(self, mode: str, since: datetime | None) -> tuple[list[ExportJob], str]:
         name = self.source.name
@@ -264,10 +288,11 @@ class SyncRun:
             for index, job in enumerate(jobs, start=1):
                 await self._load_export(job, summary, f"{index}/{len(jobs)}")
         except BaseException as exc:
-            summary.status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
-            summary.error = (
-                _one_line(exc) if summary.status == "failed" else "interrupted by shutdown"
-            )
+            # Cancelled for a reason (lease lost, run deadline): a failure with that reason.
+            reason = cancel_reason() if isinstance(exc, asyncio.CancelledError) else None
+            stopped = isinstance(exc, asyncio.CancelledError) and reason is None
+            summary.status = "interrupted" if stopped else "failed"
+            summary.error = "interrupted by shutdown" if stopped else _one_line(reason or exc)
             summary.duration_s = time.monotonic() - started
             await asyncio.shield(self._close_failed_run(summary))
             self._finished(summary)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +11,8 @@ import asyncpg
 import orjson
 
 from syncer.pipeline.push import OrderOutcome, RetryPolicy
-from syncer.store.db import advisory_lock, translated
+from syncer.store.db import Database, as_database, translated
+from syncer.store.lease import PUSH, LeaseKeeper, fence
 
 # Rows sent by a push that died before recording the answer: send them again (OR04 is idempotent).
 REQUEUE_UNANSWERED = """
@@ -61,6 +62,8 @@ FROM push_calls WHERE source = $1
 """
 
 START_CALL = "INSERT INTO push_calls (source, orders) VALUES ($1, $2) RETURNING call_id"
+
+CALL_SOURCE = "SELECT source FROM push_calls WHERE call_id = $1"
 
 MARK_SENT = """
 UPDATE order_patches SET status = 'sent', attempts = attempts + 1, sent_at = now(), batch_id = $2
@@ -119,12 +122,17 @@ class DueOrder:
 
 
 class OutboxStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    def __init__(self, pool: asyncpg.Pool | Database, leases: LeaseKeeper | None = None) -> None:
+        self._pool = as_database(pool)
+        self._leases = leases or LeaseKeeper(self._pool)
 
-    def push_lock(self, source: str) -> AbstractAsyncContextManager[None]:
-        """One pusher per source across processes; RunSkipped if another holds it."""
-        return advisory_lock(self._pool, "syncer-push", source)
+    @asynccontextmanager
+    async def push_lock(self, source: str) -> AsyncIterator[None]:
+        """One pusher per source across processes (a lease); RunSkipped if another holds it.
+        start_call, record_answer and call_failed commit only while it is held; losing it
+        stops the push with LeaseLost."""
+        async with self._leases.hold(PUSH, source):
+            yield
 
     async def _execute(self, query: str, *args: Any) -> Any:
         async with translated():
@@ -165,6 +173,7 @@ class OutboxStore:
         async with translated(), self._pool.acquire() as conn, conn.transaction():
             call_id: int = await conn.fetchval(START_CALL, source, orders)
             await conn.execute(MARK_SENT, list(patch_ids), call_id)
+            await fence(conn, PUSH, source)
             return call_id
 
     async def record_answer(
@@ -197,6 +206,7 @@ class OutboxStore:
                 )
             status = "answered" if error is None else "failed"
             await conn.execute(FINISH_CALL, call_id, status, applied, rejected, error)
+            await fence(conn, PUSH, await conn.fetchval(CALL_SOURCE, call_id))
 
     async def call_failed(
         self, call_id: int, patch_ids: Sequence[int], error: str, *, retry: RetryPolicy | None
@@ -214,6 +224,7 @@ class OutboxStore:
                 rows = await conn.fetch(DEFER, list(patch_ids), error, *_retry_args(retry))
                 failed = sum(1 for row in rows if row["status"] == "failed")
             await conn.execute(FINISH_CALL, call_id, "failed", 0, 0, error)
+            await fence(conn, PUSH, await conn.fetchval(CALL_SOURCE, call_id))
         return failed
 
     async def backlog(self, sources: Sequence[str]) -> dict[str, dict[str, int]]:

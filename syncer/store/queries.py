@@ -13,7 +13,8 @@ SELECT tracking_id, run_id, mode, window_start, window_end, moves_watermark_to
 FROM sync_exports WHERE source = $1 AND status = 'requested'
 """
 
-# Under the source's lock no other run is alive: a 'running' row is one whose process died.
+# Under the source's lease no other run is alive: a 'running' row is one whose process died
+# (or that lost the lease and commits nothing more).
 CLOSE_DEAD_RUNS = """
 UPDATE sync_runs SET status = 'interrupted', finished_at = now(),
     error = 'the worker stopped before the run finished (crash or kill)'
@@ -32,10 +33,11 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)
 
 RUN_TRACKING = "UPDATE sync_runs SET tracking_id = $2 WHERE run_id = $1"
 
-ADOPT_EXPORT = "UPDATE sync_exports SET run_id = $2 WHERE tracking_id = $1"
+ADOPT_EXPORT = "UPDATE sync_exports SET run_id = $2 WHERE tracking_id = $1 RETURNING source"
 
 CLOSE_EXPORT = """
 UPDATE sync_exports SET status = $2, error = $3, finished_at = now() WHERE tracking_id = $1
+RETURNING source
 """
 
 
@@ -220,8 +222,10 @@ UPDATE sync_runs SET exports_done = exports_done + $2, chunks = chunks + $3, ord
 WHERE run_id = $1
 """
 
+# Only a row still running: one closed as interrupted by a later run stays as it is.
 FINISH_RUN = """
-UPDATE sync_runs SET status = $2, error = $3, finished_at = now() WHERE run_id = $1
+UPDATE sync_runs SET status = $2, error = $3, finished_at = now()
+WHERE run_id = $1 AND status = 'running' RETURNING source
 """
 
 STATUS = """

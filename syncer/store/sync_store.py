@@ -1,6 +1,10 @@
-"""The run's bookkeeping and data path in PostgreSQL: lock, watermark, runs, exports, COPY, merge.
+"""The run's bookkeeping and data path in PostgreSQL: lease, watermark, runs, exports, COPY,
+merge.
 
-Only this package catches asyncpg errors; they leave it as DatabaseError.
+Every write that commits a run's progress (begin, the tracking id, the merge that moves the
+watermark, the run's success) checks the run's lease as its last statement (`fence`): a run
+that lost its lease commits nothing more. Only this package catches asyncpg errors; they
+leave it as DatabaseError.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import asyncpg
 from syncer.errors import DatabaseError
 from syncer.store import queries as q
 from syncer.store.binary_copy import StagedRow, copy_data
-from syncer.store.db import advisory_lock, translated
+from syncer.store.db import Database, as_database, translated
+from syncer.store.lease import RUN, Lease, LeaseKeeper, fence
 from syncer.store.migrate import pending_migrations
 
 
@@ -60,8 +65,11 @@ class SourceStatus:
 class ExportMerge:
     """The merge of one export, batch by batch, in one open transaction."""
 
-    def __init__(self, conn: asyncpg.Connection, run_id: int, source: str) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, run_id: int, source: str, timeout: float | None = None
+    ) -> None:
         self._conn = conn
+        self._timeout = timeout
         self._run_id = run_id
         self._source = source
         self._lines = 0
@@ -73,25 +81,25 @@ class ExportMerge:
 
     async def merge_batch(self, batch: int) -> None:
         """Staged batch -> orders (never older over newer) and the changed orders' lines."""
-        conn, run_id, source = self._conn, self._run_id, self._source
-        async with translated():
+        conn, run_id, source, timeout = self._conn, self._run_id, self._source, self._timeout
+        async with translated("merging a batch into orders and order_lines"):
             await conn.execute(q.RESET_BATCH_TABLES)
-            await conn.execute(self._fill, run_id, batch)
+            await conn.execute(self._fill, run_id, batch, timeout=timeout)
             await conn.execute("ANALYZE incoming")
-            await conn.execute(self._upsert, run_id, source, batch)
+            await conn.execute(self._upsert, run_id, source, batch, timeout=timeout)
             await conn.execute("ANALYZE changed")
-            await conn.execute(q.DELETE_CHANGED_LINES, source)
-            status = await conn.execute(self._insert_lines, source, run_id, batch)
+            await conn.execute(q.DELETE_CHANGED_LINES, source, timeout=timeout)
+            status = await conn.execute(self._insert_lines, source, run_id, batch, timeout=timeout)
             self._lines += int(status.rsplit(" ", 1)[-1])
 
     async def finish(
         self, *, tracking_id: str, chunks: int, bytes_read: int, watermark_to: datetime | None
     ) -> MergeResult:
         """Close the export, count, move the watermark, empty the run's staging (for its
-        next export, if any); the caller's block then commits."""
+        next export, if any), check the lease; the caller's block then commits."""
         conn, run_id, source = self._conn, self._run_id, self._source
-        async with translated():
-            received, changed = await conn.fetchrow(self._count)
+        async with translated("committing the export (sync_exports, sync_runs, sync_state)"):
+            received, changed = await conn.fetchrow(self._count, timeout=self._timeout)
             await conn.execute(self._empty)
             await conn.execute(q.CLOSE_EXPORT, tracking_id, "merged", None)
             await conn.execute(
@@ -99,23 +107,34 @@ class ExportMerge:
             )
             if watermark_to is not None:
                 await conn.execute(q.SET_WATERMARK, source, watermark_to)
+        await fence(conn, RUN, source)
         return MergeResult(received, changed, self._lines)
 
 
 class SyncStore:
     """All of a run's reads and writes, on one pool and one schema."""
 
-    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
-        self._pool = pool
+    def __init__(
+        self,
+        pool: asyncpg.Pool | Database,
+        schema: str,
+        *,
+        leases: LeaseKeeper | None = None,
+        control: Database | None = None,
+    ) -> None:
+        self._pool = as_database(pool)
         self._schema = schema
+        self.leases = leases or LeaseKeeper(self._pool)
+        # Readiness checks run here: a saturated work pool cannot starve them.
+        self._control = control or self._pool
 
     @property
-    def pool(self) -> asyncpg.Pool:
+    def pool(self) -> Database:
         return self._pool
 
-    def source_lock(self, source: str) -> AbstractAsyncContextManager[None]:
+    def source_lock(self, source: str) -> AbstractAsyncContextManager[Lease]:
         """One run per source at a time, across processes and replicas; RunSkipped if taken."""
-        return advisory_lock(self._pool, "syncer-run", source)
+        return self.leases.hold(RUN, source)
 
     async def watermark(self, source: str) -> datetime | None:
         async with translated():
@@ -130,7 +149,13 @@ class SyncStore:
     async def begin_run(
         self, source: str, mode: str, window_start: datetime, window_end: datetime, exports: int
     ) -> int:
-        async with translated(), self._pool.acquire() as conn:
+        """Start the run's row and staging. Under the source's lease no other run is alive:
+        staging and 'running' rows of the source are a dead (or fenced-off) run's."""
+        async with (
+            translated("beginning the run (sync_runs, staging)"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
             for (table,) in await conn.fetch(q.STAGING_OF_SOURCE, source):
                 await conn.execute(q.DROP_STAGING.format(staging=table))
             await conn.execute(q.CLEAR_SHARED_STAGING_OF_SOURCE, source)
@@ -139,6 +164,7 @@ class SyncStore:
                 q.BEGIN_RUN, source, mode, window_start, window_end, exports
             )
             await conn.execute(q.on_staging(q.CREATE_STAGING, run_id))
+            await fence(conn, RUN, source)
             return run_id
 
     async def create_staging(self, run_id: int) -> None:
@@ -170,16 +196,21 @@ class SyncStore:
                 moves_watermark_to,
             )
             await conn.execute(q.RUN_TRACKING, run_id, tracking_id)
+            await fence(conn, RUN, source)
 
     async def adopt_export(self, tracking_id: str, run_id: int) -> None:
         """Make a run the owner of an export a previous run left in flight."""
         async with translated(), self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(q.ADOPT_EXPORT, tracking_id, run_id)
+            source = await conn.fetchval(q.ADOPT_EXPORT, tracking_id, run_id)
             await conn.execute(q.RUN_TRACKING, run_id, tracking_id)
+            if source is not None:
+                await fence(conn, RUN, source)
 
     async def close_export(self, tracking_id: str, status: str, error: str | None) -> None:
-        async with translated():
-            await self._pool.execute(q.CLOSE_EXPORT, tracking_id, status, error)
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
+            source = await conn.fetchval(q.CLOSE_EXPORT, tracking_id, status, error)
+            if source is not None:
+                await fence(conn, RUN, source)
 
     async def clear_staging(self, run_id: int) -> None:
         """Empty the run's staging (an export that is requested again starts from nothing)."""
@@ -190,13 +221,14 @@ class SyncStore:
         self, run_id: int, rows: AsyncIterable[StagedRow] | Sequence[StagedRow]
     ) -> None:
         """COPY rows into the run's staging. If `rows` raises, nothing of it stays staged."""
-        async with translated(), self._pool.acquire() as conn:
+        async with translated("staging a batch (COPY)"), self._pool.acquire() as conn:
             await conn.copy_to_table(
                 q.staging_table(run_id),
                 source=copy_data(rows),
                 columns=q.STAGED_COLUMNS,
                 schema_name=self._schema,
                 format="binary",
+                timeout=self._pool.long_timeout_seconds,
             )
 
     @asynccontextmanager
@@ -208,11 +240,15 @@ class SyncStore:
         """
         async with translated(), self._pool.acquire() as conn, conn.transaction():
             await conn.execute(q.CREATE_MERGE_TABLES)
-            yield ExportMerge(conn, run_id, source)
+            yield ExportMerge(conn, run_id, source, self._pool.long_timeout_seconds)
 
     async def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
-        async with translated():
-            await self._pool.execute(q.FINISH_RUN, run_id, status, error)
+        """Close the run's row. Success commits only under the lease; a failure is written
+        in any case (on the run's own row, if no later run has closed it already)."""
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
+            source = await conn.fetchval(q.FINISH_RUN, run_id, status, error)
+            if status == "succeeded" and source is not None:
+                await fence(conn, RUN, source)
 
     async def drop_staging(self, run_id: int) -> None:
         """Drop the run's staging table once the run is over. Waits at most a few seconds
@@ -238,13 +274,18 @@ class SyncStore:
         async with translated(), self._pool.acquire() as conn:
             return await pending_migrations(conn, self._schema)
 
+    async def ready(self) -> int:
+        """`ping` on the control pool (second-long limits), for /readyz."""
+        async with translated("checking readiness"), self._control.acquire() as conn:
+            return await pending_migrations(conn, self._schema)
+
     async def runs(self, source: str | None, limit: int) -> list[dict[str, Any]]:
         """The most recent runs, newest first."""
         async with translated():
             return [dict(row) for row in await self._pool.fetch(q.RUNS, source, limit)]
 
     async def status(self, sources: Sequence[str]) -> list[SourceStatus]:
-        async with translated():
+        async with translated("reading the status (sync_state, sync_runs, orders, order_patches)"):
             rows = await self._pool.fetch(q.STATUS, list(sources))
         return [SourceStatus(**_status_fields(row)) for row in rows]
 
