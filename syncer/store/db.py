@@ -55,7 +55,13 @@ async def open_pool(config: DatabaseConfig, *, size: int = 4) -> AsyncIterator[a
             server_settings={"search_path": config.schema, "application_name": "mirakl-order-sync"},
             timeout=15,
         )
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+    except (
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        TimeoutError,
+        ValueError,
+    ) as exc:
         raise DatabaseError(
             f"cannot connect to PostgreSQL ({redact_dsn(dsn)}): {_describe(exc)}"
         ) from None
@@ -65,12 +71,37 @@ async def open_pool(config: DatabaseConfig, *, size: int = 4) -> AsyncIterator[a
         await pool.close()
 
 
+# SQLSTATE class 57P: the server shut down, crashed or is starting (admin_shutdown, ...).
+SERVER_GONE_STATES = ("57P01", "57P02", "57P03")
+# What asyncpg says when the socket went away under a statement, a COPY or a transaction.
+CONNECTION_GONE_TEXT = ("connection is closed", "connection was closed", "cannot switch to state")
+
+
 def translate(exc: BaseException) -> DatabaseError:
-    """asyncpg's error as ours, first line only."""
-    return DatabaseError(f"PostgreSQL: {_describe(exc)}")
+    """asyncpg's error as ours, first line only; a lost connection says so in plain words."""
+    text = _describe(exc)
+    if (
+        isinstance(exc, (asyncpg.ConnectionDoesNotExistError, ConnectionError))
+        or getattr(exc, "sqlstate", None) in SERVER_GONE_STATES
+        or (
+            isinstance(exc, (asyncpg.InterfaceError, asyncpg.InternalClientError))
+            and any(t in text for t in CONNECTION_GONE_TEXT)
+        )
+    ):
+        # asyncpg's wording ("cannot call Transaction.__aexit__()...") names its internals.
+        why = text if isinstance(exc, OSError) else "the server closed it or went away"
+        return DatabaseError(
+            f"PostgreSQL connection lost ({why}): check that the database is up, then run again"
+        )
+    return DatabaseError(f"PostgreSQL: {text}")
 
 
-DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
 
 TRY_LOCK = "SELECT pg_try_advisory_lock(hashtext($1 || ':' || current_schema() || ':' || $2))"
 UNLOCK = "SELECT pg_advisory_unlock(hashtext($1 || ':' || current_schema() || ':' || $2))"
