@@ -19,6 +19,7 @@ from syncer.config import Config, config_path, load_config
 from syncer.dates import parse_instant
 from syncer.errors import ConfigError, RunSkipped, SyncerError
 from syncer.log import configure_logging, get_logger
+from syncer.redact import scrub
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,13 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(json=None if log_format is None else log_format == "json")
         return asyncio.run(_dispatch_until_signal(args))
     except Interrupted as exc:
-        print(f"syncer: {exc}", file=sys.stderr)
+        print(f"syncer: {scrub(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except RunSkipped as exc:
-        print(f"syncer: {exc}", file=sys.stderr)
+        print(f"syncer: {scrub(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except SyncerError as exc:
-        print(f"syncer: error: {exc}", file=sys.stderr)
+        print(f"syncer: error: {scrub(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("syncer: interrupted", file=sys.stderr)

@@ -19,7 +19,7 @@ from syncer.mirakl import open_client
 from syncer.pipeline.push import PushRun, PushSummary
 from syncer.pipeline.run import RunSummary, SyncRun
 from syncer.progress import TerminalProgress
-from syncer.redact import redact_dsn
+from syncer.redact import redact_dsn, scrub
 from syncer.report import format_table, human_duration, moment, to_json
 from syncer.store.db import CONTROL, CONTROL_POOL_SIZE, MIGRATE, Database, open_pool
 from syncer.store.lease import LeaseKeeper
@@ -65,23 +65,34 @@ async def migrate(config: Config) -> int:
 async def run_source(
     config: Config, store: SyncStore, source: SourceConfig, mode: str, since: datetime | None = None
 ) -> RunSummary:
-    """One run of one source with its own HTTP session."""
-    async with open_client(source, config.http) as client:
-        with TerminalProgress(f"{source.name} {mode}") as progress:
-            runner = SyncRun(
-                source,
-                config.export,
-                config.http,
-                client,
-                store,
-                on_finished=METRICS.record_run,
-                on_progress=progress,
-            )
-            try:
+    """One run of one source with its own HTTP session. Every attempt is counted in the
+    metrics, also one that failed before it had a run row (the database unreachable)."""
+    finished: list[RunSummary] = []
+
+    def record(summary: RunSummary) -> None:
+        finished.append(summary)
+        METRICS.record_run(summary)
+
+    try:
+        async with open_client(source, config.http) as client:
+            with TerminalProgress(f"{source.name} {mode}") as progress:
+                runner = SyncRun(
+                    source,
+                    config.export,
+                    config.http,
+                    client,
+                    store,
+                    on_finished=record,
+                    on_progress=progress,
+                )
                 return await runner.run(mode, since)
-            except RunSkipped:
-                METRICS.record_skip(source.name, mode)
-                raise
+    except RunSkipped:
+        METRICS.record_skip(source.name, mode)
+        raise
+    except Exception:
+        if not finished:
+            METRICS.record_failed_attempt(source.name, mode)
+        raise
 
 
 async def _for_each_source(
@@ -108,9 +119,9 @@ async def _for_each_source(
                 outcomes.append(exc.exit_code)
             except SyncerError as exc:
                 print(
-                    f"{source.name}: {what} failed: {exc}"
+                    f"{source.name}: {what} failed: {scrub(str(exc))}"
                     if what
-                    else f"{source.name}: failed: {exc}"
+                    else f"{source.name}: failed: {scrub(str(exc))}"
                 )
                 outcomes.append(exc.exit_code)
     return max(outcomes, key=lambda code: (code == 1, code == 2, code)) if outcomes else 0

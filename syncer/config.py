@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -15,9 +16,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from syncer.dates import as_instant, parse_instant
+from syncer.dsn import dsn_secrets, normalize_dsn
 from syncer.errors import ConfigError
+from syncer.redact import register_secret
 
 DEFAULT_CONFIG_PATH = "config.toml"
+# Source names end up in logs, metrics labels, lock keys and table rows: short and plain.
+SOURCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 T = TypeVar("T")
 
 
@@ -28,6 +33,7 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        register_secret(value)  # masked wherever it shows up in an error or a log line
 
     def reveal(self) -> str:
         return self._value
@@ -143,7 +149,7 @@ class Config:
             if source.name == name:
                 return (source,)
         known = ", ".join(s.name for s in self.sources) or "none"
-        raise ConfigError(f"--source: unknown source {name!r} (configured: {known})")
+        raise ConfigError(f"--source: unknown source {_shown(name)} (configured: {known})")
 
 
 def config_path(cli_value: str | None) -> Path:
@@ -160,6 +166,8 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
         raise ConfigError(f"config file not found: {path}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: {_not_utf8(exc)}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -189,6 +197,14 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
         },
     )
     dsn = env.get("SYNCER_DATABASE_DSN") or _opt(db, "database.dsn", str)
+    if dsn:
+        try:
+            dsn = normalize_dsn(dsn)
+        except ValueError as exc:
+            where = "SYNCER_DATABASE_DSN" if env.get("SYNCER_DATABASE_DSN") else "database.dsn"
+            raise ConfigError(f"{where}: {exc}") from None
+        for secret in dsn_secrets(dsn):
+            register_secret(secret)
     schema = env.get("SYNCER_DATABASE_SCHEMA") or _opt(db, "database.schema", str) or "mirakl"
     if not schema.isidentifier() or schema != schema.lower():
         raise ConfigError(f"database.schema: {schema!r} must be a lowercase SQL identifier")
@@ -371,6 +387,10 @@ def _source(item: object, index: int, env: dict[str, str], base: Path) -> Source
     name = _opt(item, f"sources[{index}].name", str)
     if not name:
         raise ConfigError(f"sources[{index}].name: missing")
+    if not SOURCE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"sources[{index}].name: {_shown(name)} must be 1 to 64 letters, digits, _ . or -"
+        )
     where = f"sources.{name}."
     _reject_unknown(
         item,
@@ -413,8 +433,14 @@ def _source(item: object, index: int, env: dict[str, str], base: Path) -> Source
             raise ConfigError(
                 f"{where}api_key_file: cannot read {secret_path}: {exc.strerror}"
             ) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{where}api_key_file: {secret_path}: {_not_utf8(exc)}") from None
         if key is None:
             raise ConfigError(f"{where}api_key_file: {secret_path} is empty")
+    if key and (bad := _unprintable(key)) is not None:
+        raise ConfigError(
+            f"{where}{given[0]}: the key has {bad} (a key is one line of printable ASCII)"
+        )
     auth = _opt(item, where + "auth", str) or "shop"
     if auth not in ("shop", "bearer"):
         raise ConfigError(f'{where}auth: must be "shop" or "bearer", not {auth!r}')
@@ -432,6 +458,34 @@ def _source(item: object, index: int, env: dict[str, str], base: Path) -> Source
         ),
         overlap_minutes=_number(item, where + "overlap_minutes", 5.0, minimum=0.0, maximum=1440),
     )
+
+
+def _shown(text: str) -> str:
+    """A user's value in an error line: quoted, control characters escaped, at most 40 chars."""
+    return repr(text[:40]) + (f" ({len(text)} characters)" if len(text) > 40 else "")
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
+
+
+def _unprintable(text: str) -> str | None:
+    """What is wrong with a key that cannot be an HTTP header value (keys are printable ASCII),
+    and where; the character itself is not shown."""
+    for position, char in enumerate(text, start=1):
+        if " " < char < "\x7f":
+            continue
+        kind = (
+            "a line break"
+            if char in "\r\n"
+            else "a space"
+            if char.isspace()
+            else "a control character"
+            if char < " " or char == "\x7f"
+            else "a non-ASCII character"
+        )
+        return f"{kind} at character {position}"
+    return None
 
 
 def _table(data: dict[str, Any], key: str) -> dict[str, Any]:

@@ -27,6 +27,10 @@ class LivenessLike(Protocol):
     def problems(self) -> dict[str, float]: ...
 
 
+# A scrape must answer before Prometheus gives up (10 s by default), database or not.
+METRICS_READ_TIMEOUT_SECONDS = 5.0
+
+
 def build_health_app(
     store: SyncStore,
     sources: list[str],
@@ -75,11 +79,14 @@ def build_health_app(
 
     async def metrics_page(request: web.Request) -> web.Response:
         try:
-            watermarks, last_success = await store.freshness(sources)
-            backlog = await OutboxStore(store.pool).backlog(sources)
+            async with asyncio.timeout(METRICS_READ_TIMEOUT_SECONDS):
+                watermarks, last_success = await store.freshness(sources)
+                backlog = await OutboxStore(store.pool).backlog(sources)
             metrics.refresh_state(utc_now(), watermarks, last_success, backlog, sources)
-        except SyncerError:
-            pass  # the counters are still worth serving; /readyz reports the database
+        except (SyncerError, TimeoutError):
+            # The counters are still worth serving; the lag grows from the last watermark
+            # read and syncer_state_fresh says 0. /readyz reports the database.
+            metrics.state_unreadable(utc_now(), sources)
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()

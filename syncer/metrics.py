@@ -1,6 +1,10 @@
 """Prometheus metrics: what runs did (recorded as they finish) and the state in PostgreSQL
 (watermark lag, last success, outbox backlog: refreshed at each scrape, so every replica
-reports the same truth)."""
+reports the same truth).
+
+While PostgreSQL cannot be read, a scrape still tells the truth: `syncer_state_fresh` is 0,
+and the lag goes on growing from the last watermark read (it is computed at each scrape,
+never left at the value of the last good one), so a lag alert fires during an outage."""
 
 from __future__ import annotations
 
@@ -53,10 +57,17 @@ class Metrics:
         )
         self.lag = Gauge(
             "syncer_watermark_lag_seconds",
-            "Now minus the source's watermark",
+            "Now minus the source's watermark (the last one read, while PostgreSQL is unreadable)",
             ["source"],
             registry=r,
         )
+        self.state_fresh = Gauge(
+            "syncer_state_fresh",
+            "1 when this scrape read the state from PostgreSQL, 0 when it could not (lag then "
+            "grows from the last watermark read; last success and backlog are the last read)",
+            registry=r,
+        )
+        self._watermarks: dict[str, datetime] = {}  # the last watermark read, per source
         self.last_success = Gauge(
             "syncer_last_success_timestamp_seconds",
             "End of the last successful run",
@@ -77,6 +88,8 @@ class Metrics:
     def record_run(self, summary: RunSummary) -> None:
         source = summary.source
         self.runs.labels(source, summary.mode, summary.status).inc()
+        if summary.watermark is not None:
+            self._watermarks[source] = summary.watermark
         self.orders.labels(source).inc(summary.orders)
         self.orders_changed.labels(source).inc(summary.orders_changed)
         self.lines.labels(source).inc(summary.lines)
@@ -87,6 +100,10 @@ class Metrics:
 
     def record_skip(self, source: str, mode: str) -> None:
         self.runs.labels(source, mode, "skipped").inc()
+
+    def record_failed_attempt(self, source: str, mode: str) -> None:
+        """A run that failed before it had a run row (e.g. PostgreSQL unreachable)."""
+        self.runs.labels(source, mode, "failed").inc()
 
     def record_push(self, summary: PushSummary) -> None:
         self.push_calls.labels(summary.source).inc(summary.calls)
@@ -104,13 +121,26 @@ class Metrics:
         for source in sources:
             watermark = watermarks.get(source)
             if watermark is not None:
-                self.lag.labels(source).set((now - watermark).total_seconds())
+                self._watermarks[source] = watermark
             success = last_success.get(source)
             if success is not None:
                 self.last_success.labels(source).set(success.timestamp())
             counts = backlog.get(source, {})
             for status in ("pending", "rejected", "failed"):
                 self.backlog.labels(source, status).set(counts.get(status, 0))
+        self.state_fresh.set(1)
+        self._set_lag(now, sources)
+
+    def state_unreadable(self, now: datetime, sources: Sequence[str]) -> None:
+        """PostgreSQL could not be read for this scrape: say so, and let the lag grow."""
+        self.state_fresh.set(0)
+        self._set_lag(now, sources)
+
+    def _set_lag(self, now: datetime, sources: Sequence[str]) -> None:
+        for source in sources:
+            watermark = self._watermarks.get(source)
+            if watermark is not None:
+                self.lag.labels(source).set((now - watermark).total_seconds())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

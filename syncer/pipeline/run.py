@@ -33,7 +33,7 @@ from syncer.errors import (
 from syncer.log import get_logger, log_context
 from syncer.pipeline.chunks import ChunkFormatError, OrderSplitter, ParsedOrder, parse_order
 from syncer.pipeline.window import Window, differential_window, full_windows
-from syncer.redact import redact_url
+from syncer.redact import redact_url, scrub
 
 TERMINAL_FAILURES = ("FAILED", "CANCELED")
 # Staged batches waiting for the merger at most. The merger is the slowest stage, so the
@@ -429,9 +429,11 @@ class SyncRun:
             await merger
             summary.add_stage("merge_tail", time.monotonic() - staged)
         finally:
-            if not merger.done():
-                merger.cancel()
-                await asyncio.gather(merger, return_exceptions=True)
+            # Always collect the merger, also when it died with an error of its own while
+            # the producer failed on another (e.g. the database went away under both): an
+            # unretrieved task exception is printed by asyncio as a traceback at exit.
+            merger.cancel()
+            await asyncio.gather(merger, return_exceptions=True)
         summary.add_stage("merge", merging_s)
         return counter
 
@@ -580,9 +582,13 @@ async def _hand_over(
 ) -> None:
     """Queue a batch for the merger, waiting for room; if the merger died, raise its error."""
     put = asyncio.ensure_future(batches.put(batch))
-    await asyncio.wait({put, merger}, return_when=asyncio.FIRST_COMPLETED)
-    if not put.done():
-        put.cancel()
+    try:
+        await asyncio.wait({put, merger}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not put.done():  # the merger ended first, or this task is being cancelled
+            put.cancel()
+            await asyncio.gather(put, return_exceptions=True)
+    if put.cancelled():
         merger.result()  # raises what stopped the merger
         raise RuntimeError("the merger stopped early")
 
@@ -646,4 +652,4 @@ async def _parsed_orders(
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:1000]
+    return scrub(text.splitlines()[0][:1000])

@@ -140,7 +140,13 @@ async def open_pool(
             command_timeout=command_timeout,
             timeout=15,
         )
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+    except (
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        TimeoutError,
+        ValueError,
+    ) as exc:
         raise DatabaseError(
             f"cannot connect to PostgreSQL ({redact_dsn(dsn)}): {_describe(exc)}"
         ) from None
@@ -158,32 +164,58 @@ async def open_pool(
         await pool.close()
 
 
+# SQLSTATE class 57P: the server shut down, crashed or is starting (admin_shutdown, ...).
+SERVER_GONE_STATES = ("57P01", "57P02", "57P03")
+# What asyncpg says when the socket went away under a statement, a COPY or a transaction.
+CONNECTION_GONE_TEXT = ("connection is closed", "connection was closed", "cannot switch to state")
+
+
 def translate(exc: BaseException, doing: str | None = None) -> DatabaseError:
-    """asyncpg's error as ours, first line only, naming the setting that ended a wait."""
+    """asyncpg's error as ours, first line only: a lost connection says so in plain words, a
+    wait that hit a limit names the setting."""
+    text = _describe(exc)
     where = f" ({doing})" if doing else ""
+    if (
+        isinstance(exc, (asyncpg.ConnectionDoesNotExistError, ConnectionError))
+        or getattr(exc, "sqlstate", None) in SERVER_GONE_STATES
+        or (
+            isinstance(exc, (asyncpg.InterfaceError, asyncpg.InternalClientError))
+            and any(t in text for t in CONNECTION_GONE_TEXT)
+        )
+    ):
+        # asyncpg's wording ("cannot call Transaction.__aexit__()...") names its internals.
+        why = text if isinstance(exc, OSError) else "the server closed it or went away"
+        return DatabaseError(
+            f"PostgreSQL connection lost{where} ({why}): check that the database is up, "
+            "then run again"
+        )
     if isinstance(exc, asyncpg.LockNotAvailableError):
         context = f" [{_describe(exc.context)}]" if getattr(exc, "context", None) else ""
         return DatabaseError(
-            f"PostgreSQL: {_describe(exc)}{where}{context}: another session holds a lock "
+            f"PostgreSQL: {text}{where}{context}: another session holds a lock "
             "(database.lock_timeout_seconds)"
         )
     if isinstance(exc, asyncpg.QueryCanceledError) and "statement timeout" in str(exc):
-        return DatabaseError(
-            f"PostgreSQL: {_describe(exc)}{where} (database.statement_timeout_seconds)"
-        )
+        return DatabaseError(f"PostgreSQL: {text}{where} (database.statement_timeout_seconds)")
     if isinstance(exc, asyncpg.IdleInTransactionSessionTimeoutError):
         return DatabaseError(
-            f"PostgreSQL: {_describe(exc)}{where} (database.idle_in_transaction_timeout_seconds)"
+            f"PostgreSQL: {text}{where} (database.idle_in_transaction_timeout_seconds)"
         )
     if isinstance(exc, TimeoutError):
         return DatabaseError(
             f"PostgreSQL did not answer in time{where} (database.command_timeout_seconds; "
             "COPY and merge statements: database.statement_timeout_seconds)"
         )
-    return DatabaseError(f"PostgreSQL: {_describe(exc)}{where}")
+    return DatabaseError(f"PostgreSQL: {text}{where}")
 
 
-DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 
 @asynccontextmanager
