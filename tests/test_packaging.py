@@ -53,7 +53,14 @@ def test_image_python_is_admitted_and_tested() -> None:
     assert all(requires.contains(f"{major}.{minor}.0") for major, minor in tested)
     [lower] = [Version(s.version).release[:2] for s in requires if s.operator == ">="]
     assert lower in tested, f"requires-python's lower bound {lower} is not tested"
-    images = [args for word, args in dockerfile() if word == "FROM"]
+    build_args = dict(
+        args.partition("=")[::2] for word, args in dockerfile() if word == "ARG" and "=" in args
+    )
+    images = [
+        re.sub(r"\$\{(\w+)\}", lambda m: build_args.get(m[1], m[0]), args)
+        for word, args in dockerfile()
+        if word == "FROM"
+    ]
     assert len(images) == 2, "multi-stage: build, then runtime"
     for image in images:
         found = re.fullmatch(r"python:(\d+)\.(\d+)-slim(?: AS \w+)?", image)
