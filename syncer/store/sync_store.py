@@ -129,6 +129,11 @@ class SyncStore:
         self._control = control or self._pool
 
     @property
+    def control(self) -> Database:
+        """The control pool: second-long limits, for health checks and lease heartbeats."""
+        return self._control
+
+    @property
     def pool(self) -> Database:
         return self._pool
 
@@ -261,9 +266,10 @@ class SyncStore:
     async def freshness(
         self, sources: Sequence[str]
     ) -> tuple[dict[str, datetime | None], dict[str, datetime | None]]:
-        """Per source: the watermark, and when the last successful run ended."""
-        async with translated():
-            rows = await self._pool.fetch(q.FRESHNESS, list(sources))
+        """Per source: the watermark, and when the last successful run ended (on the control
+        pool, for /metrics: a work pool busy with runs cannot hold a scrape up)."""
+        async with translated("reading the watermarks"):
+            rows = await self._control.fetch(q.FRESHNESS, list(sources))
         return (
             {r["source"]: r["watermark"] for r in rows},
             {r["source"]: r["last_success"] for r in rows},
