@@ -87,7 +87,7 @@ async def test_auth_is_required_on_every_endpoint(sim_url: str, sim_state: Simul
             assert resp.status == 401
         async with anonymous.get(f"{sim_url}/api/orders/async-export/status/x") as resp:
             assert resp.status == 401
-        async with anonymous.get(f"{sim_url}/exports/x/chunk-0.json") as resp:
+        async with anonymous.get(f"{sim_url}/api/orders/async-export/file/x?file=chunk-0.json") as resp:
             assert resp.status == 401
 
 
@@ -131,7 +131,7 @@ async def test_one_export_at_a_time_then_pending_then_chunks(
         async with http.get(url) as resp:
             found += [o["order_id"] for o in orjson.loads(await resp.read())["orders"]]
     assert sorted(found) == sorted(sim_state.orders)
-    async with http.get(urls[0].split("?")[0] + "?token=forged") as resp:
+    async with http.get(urls[0].split("?")[0] + "?file=forged.json") as resp:
         assert resp.status == 404
 
 
