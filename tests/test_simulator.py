@@ -87,7 +87,9 @@ async def test_auth_is_required_on_every_endpoint(sim_url: str, sim_state: Simul
             assert resp.status == 401
         async with anonymous.get(f"{sim_url}/api/orders/async-export/status/x") as resp:
             assert resp.status == 401
-        async with anonymous.get(f"{sim_url}/api/orders/async-export/file/x?file=chunk-0.json") as resp:
+        async with anonymous.get(
+            f"{sim_url}/api/orders/async-export/file/x?file=chunk-0.json"
+        ) as resp:
             assert resp.status == 401
 
 
