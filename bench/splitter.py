@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 import orjson
 
 from syncer.pipeline.chunks import OrderSplitter
-from syncer.simulator.orders import make_order
+from syncer.simulator.orders import dumps, make_order
 
 
 def simulator_chunk(megabytes: float) -> tuple[bytes, int]:
@@ -33,7 +33,7 @@ def simulator_chunk(megabytes: float) -> tuple[bytes, int]:
     orders: list[bytes] = []
     size = 0
     while size < megabytes * 1_000_000:
-        orders.append(orjson.dumps(make_order(rng, len(orders), created)))
+        orders.append(dumps(make_order(rng, len(orders), created)))
         size += len(orders[-1]) + 1
     return b'{"orders":[' + b",".join(orders) + b"]}", len(orders)
 
@@ -45,13 +45,13 @@ def huge_chunk(megabytes: float) -> bytes:
     """
     rng = random.Random(8)
     created = datetime(2026, 1, 1, tzinfo=UTC)
-    small = orjson.dumps(make_order(rng, 0, created))
+    small = dumps(make_order(rng, 0, created))
     big = make_order(rng, 1, created)
     size = int(megabytes * 1_000_000)
     note = ('a "quoted" \\ note },{"order_id": ' * (size // 2 // 40 + 1))[: size // 2]
-    line = orjson.dumps(big["order_lines"][0])
+    line = dumps(big["order_lines"][0])
     lines = [orjson.loads(line)] * max(1, (size // 2) // (len(line) + 1))
-    body = orjson.dumps({**big, "note": note, "order_lines": lines})
+    body = dumps({**big, "note": note, "order_lines": lines})
     return b'{"orders":[' + small + b"," + body + b"," + small + b"]}"
 
 

@@ -17,7 +17,7 @@ from syncer.config import Config, ExportConfig, parse_config
 from syncer.errors import ChunkInvalid, ConfigError
 from syncer.pipeline.chunks import ChunkFormatError, OrderSplitter, parse_order, split_orders
 from syncer.simulator import SimulatorState
-from syncer.simulator.orders import make_order
+from syncer.simulator.orders import dumps, make_order
 from syncer.store.sync_store import SyncStore
 
 
@@ -31,7 +31,8 @@ def pieces(data: bytes, rng: random.Random, largest: int = 50) -> Iterator[bytes
 
 def sample_orders(count: int) -> list[dict[str, object]]:
     rng = random.Random(3)
-    orders = [make_order(rng, n, datetime(2026, 1, 1, tzinfo=UTC)) for n in range(count)]
+    made = [make_order(rng, n, datetime(2026, 1, 1, tzinfo=UTC)) for n in range(count)]
+    orders = [orjson.loads(dumps(order)) for order in made]  # plain JSON values
     orders[0]["customer"]["lastname"] = 'Tricky "{quoted}" \\ name ]},'  # type: ignore[index]
     orders[1]["note"] = "brace } inside { a string"
     return orders

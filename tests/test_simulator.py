@@ -87,7 +87,9 @@ async def test_auth_is_required_on_every_endpoint(sim_url: str, sim_state: Simul
             assert resp.status == 401
         async with anonymous.get(f"{sim_url}/api/orders/async-export/status/x") as resp:
             assert resp.status == 401
-        async with anonymous.get(f"{sim_url}/exports/x/chunk-0.json") as resp:
+        async with anonymous.get(
+            f"{sim_url}/api/orders/async-export/file/x?file=chunk-0.json"
+        ) as resp:
             assert resp.status == 401
 
 
@@ -131,7 +133,7 @@ async def test_one_export_at_a_time_then_pending_then_chunks(
         async with http.get(url) as resp:
             found += [o["order_id"] for o in orjson.loads(await resp.read())["orders"]]
     assert sorted(found) == sorted(sim_state.orders)
-    async with http.get(urls[0].split("?")[0] + "?token=forged") as resp:
+    async with http.get(urls[0].split("?")[0] + "?file=forged.json") as resp:
         assert resp.status == 404
 
 
@@ -234,3 +236,52 @@ def test_simulator_imports_nothing_from_the_rest_of_syncer() -> None:
             match = re.match(r"\s*(?:from|import)\s+(syncer[.\w]*)", line)
             if match:
                 assert match.group(1).startswith("syncer.simulator"), f"{path.name}: {line}"
+
+
+async def test_seller_view_hides_operator_fields_and_prints_real_numbers(
+    http: aiohttp.ClientSession, sim_url: str, sim_state: SimulatorState
+) -> None:
+    """A seller's chunk has no shop_id/shop_name/customer.email, whole-second order dates,
+    amounts with two decimals and rates with four, on /api/orders/async-export/file/<uuid>."""
+    sim_state.seed_orders(30, days=3)
+    window = {
+        "start_update_date": iso(sim_state.now() - timedelta(days=4)),
+        "end_update_date": iso(sim_state.now()),
+    }
+    _status, answer = await or13(http, sim_url, **window)
+    urls = await completed_urls(http, sim_url, str(answer["tracking_id"]))
+    assert all("/api/orders/async-export/file/" in url and "?file=" in url for url in urls)
+    async with http.get(urls[0]) as resp:
+        body = await resp.read()
+    orders = orjson.loads(body)["orders"]
+    assert not any("shop_id" in o or "shop_name" in o or "email" in o["customer"] for o in orders)
+    assert all(
+        o["last_updated_date"].endswith(":00Z") or o["last_updated_date"][-4] != "." for o in orders
+    )
+    assert b'"commission_rate_vat":20.0000' in body and b'"total_deduced_amount":0.00' in body
+    assert any(o["channel"] is None for o in orders) and any(
+        o["delivery_date"] is None for o in orders
+    )
+
+
+async def test_operator_view_has_shop_fields_and_failed_has_an_error() -> None:
+    """With Bearer auth orders carry shop_id and customer.email; OR14 FAILED carries an error."""
+    state = SimulatorState(SimulatorConfig(auth="bearer", pending_polls=0))
+    state.seed_orders(5, days=3)
+    assert all(o["shop_id"] == 2001 and "email" in o["customer"] for o in state.orders.values())
+    state.inject("OR14", export_status="FAILED")
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with serve(state) as url, aiohttp.ClientSession(headers=headers) as session:
+        status, answer = await or13(
+            session,
+            url,
+            start_date=iso(state.now() - timedelta(days=4)),
+            end_date=iso(state.now()),
+            fulfillment_center_codes="DEFAULT",
+        )
+        assert status == 200
+        async with session.get(
+            f"{url}/api/orders/async-export/status/{answer['tracking_id']}"
+        ) as resp:
+            failed = await resp.json()
+    assert failed["status"] == "FAILED" and failed["error"]["code"]

@@ -7,12 +7,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 import asyncpg
-import orjson
 
 from syncer.commands import run_source
 from syncer.config import Config
 from syncer.dates import parse_instant, utc_now
 from syncer.simulator import SimulatorState
+from syncer.simulator.orders import dumps
 from syncer.store.migrate import _apply, load_migrations, migrate
 from syncer.store.sync_store import SyncStore
 from tests.truth import assert_matches_truth, staging_left
@@ -44,7 +44,7 @@ async def test_typed_staging_migration_over_a_dead_runs_staging(
             f" SELECT max(run_id), 1, 0, $1, $2, $3::jsonb FROM {schema}.sync_runs",
             order["order_id"],
             parse_instant(order["last_updated_date"]),
-            orjson.dumps(order).decode(),
+            dumps(order).decode(),
         )
 
         assert await migrate(conn, schema) == [m.name for m in load_migrations()[5:]]

@@ -120,7 +120,9 @@ class RunStore(Protocol):
     async def stage_rows(
         self, run_id: int, rows: AsyncIterable[StagedRow] | Sequence[StagedRow]
     ) -> None: ...
-    def export_merge(self, run_id: int, source: str) -> AbstractAsyncContextManager[BatchMerge]: ...
+    def export_merge(
+        self, run_id: int, source: str, shop_id: int | None = None
+    ) -> AbstractAsyncContextManager[BatchMerge]: ...
     async def finish_run(self, run_id: int, status: str, error: str | None = None) -> None: ...
     async def drop_staging(self, run_id: int) -> None: ...
 
@@ -371,7 +373,9 @@ class SyncRun:
             urls = await self._wait_completed(tracking_id)
             summary.add_stage("export_wait", time.monotonic() - stage_started)
             stage_started = time.monotonic()
-            async with self.store.export_merge(summary.run_id, self.source.name) as merge:
+            async with self.store.export_merge(
+                summary.run_id, self.source.name, self.source.shop_id
+            ) as merge:
                 counter = await self._stream_and_merge(urls, summary, merge)
                 summary.add_stage("download_and_merge", time.monotonic() - stage_started)
                 stage_started = time.monotonic()

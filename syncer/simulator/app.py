@@ -4,7 +4,9 @@ Rules reproduced: auth header (shop key raw, or Bearer), a date range is
 required and pairs go together, a range over one year is refused, the small
 delta subtracted from `start_update_date`, `items_per_chunk` and
 `megabytes_per_chunk` ranges, PENDING for a few polls, one export at a time,
-chunk files `{"orders": [...]}` served with the same auth. Control endpoints
+chunk files `{"orders": [...]}` served on the instance
+(`/api/orders/async-export/file/<uuid>?file=<name>`) with the same auth, operator-only
+order fields only for Bearer (operator) callers. Control endpoints
 under `/_sim/` let tests and the demo move time and change orders.
 """
 
@@ -25,7 +27,7 @@ from typing import Any, NamedTuple
 import orjson
 from aiohttp import web
 
-from syncer.simulator.orders import iso, make_order, touch_order
+from syncer.simulator.orders import dumps, iso, iso_millis, make_order, touch_order
 
 MAX_RANGE = "one year"
 
@@ -75,6 +77,7 @@ class SimExport:
     status: str = "PENDING"
     tokens: list[str] = field(default_factory=list)
     created: float = field(default_factory=time.monotonic)
+    file_id: str = field(default_factory=lambda: str(uuid.uuid4()))  # OR15 URLs' path
 
     def advance(self, config: SimulatorConfig) -> None:
         """PENDING -> COMPLETED after enough polls, or enough time when pending_seconds is set."""
@@ -154,7 +157,8 @@ class SimulatorState:
         return ids
 
     def _add(self, created: datetime) -> str:
-        order = make_order(self.rng, self._next_number, created)
+        operator = self.config.auth == "bearer"  # a seller's key sees the seller's view
+        order = make_order(self.rng, self._next_number, created, operator=operator)
         self._next_number += 1
         self.orders[order["order_id"]] = order
         self.exported(order)  # serialised while seeding, not in the first export
@@ -173,10 +177,26 @@ class SimulatorState:
             order["last_updated_date"],
             datetime.fromisoformat(order["last_updated_date"]),
             datetime.fromisoformat(order["created_date"]),
-            orjson.dumps(order),
+            dumps(order),
         )
         self._exported[order["order_id"]] = fresh
         return fresh
+
+    def add_documents(self, documents: list[bytes]) -> list[str]:
+        """Serve these order documents byte for byte (fixtures); a later one with the same
+        order_id replaces the earlier (a newer version)."""
+        ids = []
+        for body in documents:
+            order = orjson.loads(body)
+            self.orders[order["order_id"]] = order
+            self._exported[order["order_id"]] = ExportedOrder(
+                order["last_updated_date"],
+                datetime.fromisoformat(order["last_updated_date"]),
+                datetime.fromisoformat(order["created_date"]),
+                body,
+            )
+            ids.append(str(order["order_id"]))
+        return ids
 
     def inject(self, endpoint: str, **kwargs: Any) -> Fault:
         """Script a fault (see Fault) for the next calls to `endpoint`."""
@@ -287,6 +307,7 @@ def build_app(state: SimulatorState) -> web.Application:
             updated = _range(body, "start_update_date", "end_update_date")
             if created is None and updated is None:
                 raise ValueError("At least one date range filter is required")
+            _fulfillment_center_codes(body)
             items = _bounded(body, "items_per_chunk", 10_000, 1_000_000, 1_000_000)
             megabytes = _bounded(body, "megabytes_per_chunk", 10, 1024, 512)
         except ValueError as exc:
@@ -300,7 +321,7 @@ def build_app(state: SimulatorState) -> web.Application:
                 return _error(429, "Too many requests", {"Retry-After": str(int(wait) + 1)})
         state._last_or13 = now
         selected = _select(state, created, updated, config.update_delta_seconds)
-        selected += [orjson.dumps(version) for version in state.replayed_versions]
+        selected += [dumps(version) for version in state.replayed_versions]
         cap = min(items, config.max_items_per_chunk or items)
         export = SimExport(str(uuid.uuid4()), _chunk(selected, cap, megabytes * 1024 * 1024))
         state.exports[export.tracking_id] = export
@@ -320,25 +341,39 @@ def build_app(state: SimulatorState) -> web.Application:
             reported = fault.export_status
             if reported in ("FAILED", "CANCELED"):
                 export.status = reported  # terminal: the export is over
-        answer: dict[str, Any] = {"status": reported, "last_updated": iso(state.now())}
-        if reported == "COMPLETED":
-            base = config.chunk_base_url or f"{request.scheme}://{request.host}"
+        answer: dict[str, Any] = {"status": reported, "last_updated": iso_millis(state.now())}
+        if reported == "COMPLETED" and config.chunk_base_url is not None:
+            # A storage host (not seen on real Mirakl): the URL itself is the credential.
             answer["urls"] = [
-                f"{base}/exports/{export.tracking_id}/chunk-{i}.json?token={token}"
+                f"{config.chunk_base_url}/exports/{export.tracking_id}/chunk-{i}.json?token={token}"
                 for i, token in enumerate(export.tokens)
             ]
+        elif reported == "COMPLETED":
+            # As Mirakl: files on the instance itself, behind the same Authorization.
+            base = f"{request.scheme}://{request.host}"
+            answer["urls"] = [
+                f"{base}/api/orders/async-export/file/{export.file_id}?file=chunk-{i}.json"
+                for i in range(len(export.chunks))
+            ]
+        elif reported == "FAILED":
+            # OR14 documents no error object; Mirakl's offer export (OF53) sends this one.
+            answer["error"] = {"code": "EXPORT_FAILED", "detail": "The export could not be built"}
         return web.json_response(answer)
 
     async def or15(request: web.Request) -> web.StreamResponse:
         refused, fault = await admit("OR15", request)
         if refused is not None:
             return refused
-        export = state.exports.get(request.match_info["tracking_id"])
-        index = int(request.match_info["index"])
-        if export is None or export.status != "COMPLETED" or index >= len(export.chunks):
+        file_id = request.match_info["file_id"]
+        export = next((e for e in state.exports.values() if e.file_id == file_id), None)
+        if export is not None and fault is not None and fault.forget_export:
+            state.exports.pop(export.tracking_id, None)
+            export = None
+        name = request.query.get("file", "")
+        names = [f"chunk-{i}.json" for i in range(len(export.chunks))] if export else []
+        if export is None or export.status != "COMPLETED" or name not in names:
             return _error(404, "File not found")
-        if request.query.get("token") != export.tokens[index]:
-            return _error(404, "File not found")
+        index = names.index(name)
         pieces = _chunk_pieces(export.chunks[index], config.chunk_piece_bytes)
         if fault is not None and fault.body is not None:
             pieces = iter([fault.body])
@@ -408,14 +443,14 @@ def build_app(state: SimulatorState) -> web.Application:
 
     async def sim_orders(request: web.Request) -> web.StreamResponse:
         return web.Response(
-            body=orjson.dumps({"orders": list(state.orders.values())}),
+            body=dumps({"orders": list(state.orders.values())}),
             content_type="application/json",
         )
 
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_post("/api/orders/async-export", or13)
     app.router.add_get("/api/orders/async-export/status/{tracking_id}", or14)
-    app.router.add_get("/exports/{tracking_id}/chunk-{index:\\d+}.json", or15)
+    app.router.add_get("/api/orders/async-export/file/{file_id}", or15)
     app.router.add_put("/api/orders", or04)
     app.router.add_post("/_sim/mutate", sim_mutate)
     app.router.add_post("/_sim/advance", sim_advance)
@@ -496,6 +531,13 @@ def _range(body: dict[str, Any], start_key: str, end_key: str) -> tuple[datetime
     if _longer_than_a_year(first, last):
         raise ValueError(f"The range {start_key}..{end_key} must not exceed {MAX_RANGE}")
     return first, last
+
+
+def _fulfillment_center_codes(body: dict[str, Any]) -> None:
+    """OR13 takes `fulfillment_center_codes` as one string of at most 100 characters."""
+    value = body.get("fulfillment_center_codes")
+    if value is not None and not (isinstance(value, str) and len(value) <= 100):
+        raise ValueError("fulfillment_center_codes must be a string of at most 100 characters")
 
 
 def _bounded(body: dict[str, Any], key: str, low: int, high: int, default: int) -> int:

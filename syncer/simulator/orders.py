@@ -1,10 +1,21 @@
-"""Seeded generator of realistic Mirakl orders (the OR11/OR15 order object)."""
+"""Seeded generator of realistic Mirakl orders (the OR11/OR15 order object).
+
+Shapes follow what real Mirakl sends (docs/mirakl.md): order and line `created_date` /
+`last_updated_date` in whole seconds, other dates with milliseconds; `null` where Mirakl
+sends null (channel, addresses before acceptance, delivery_date, order_refunds,
+order_taxes); refunds with `refund_state`; line ids of several forms; operator-only
+fields (shop_id, shop_name, customer.email...) only in the operator's view; amounts
+printed with two decimals and rates with four when serialised with `dumps`.
+"""
 
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 STATES = ["WAITING_ACCEPTANCE", "SHIPPING", "SHIPPED", "RECEIVED", "CLOSED", "CANCELED", "REFUSED"]
 LINE_STATES = {"CANCELED": "CANCELED", "REFUSED": "REFUSED"}
@@ -29,16 +40,82 @@ PRODUCTS = [
 ]
 
 
+REFUND_STATES = ["WAITING_REFUND_TAX_CONFIRMATION", "WAITING_REFUND", "WAITING_REFUND_PAYMENT"]
+# The deprecated refund `state` "will not contain newer states": the tax-confirmation
+# step is reported there as plain WAITING_REFUND (our reading; see docs/mirakl.md).
+DEPRECATED_REFUND_STATE = {"WAITING_REFUND_TAX_CONFIRMATION": "WAITING_REFUND"}
+BEFORE_ACCEPTANCE = ("WAITING_ACCEPTANCE", "REFUSED")
+
+
 def iso(moment: datetime) -> str:
-    """Mirakl's date format: UTC, `Z`, milliseconds dropped when zero."""
+    """A date as request bodies carry it: UTC, `Z`, milliseconds dropped when zero."""
     text = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     ms = moment.microsecond // 1000
     return f"{text}.{ms:03d}Z" if ms else f"{text}Z"
 
 
-def money(cents: int) -> float:
-    """A decimal amount as JSON number; two decimals, exact in its shortest repr."""
-    return round(cents / 100, 2)
+def iso_seconds(moment: datetime) -> str:
+    """`created_date`/`last_updated_date` of orders and lines: whole seconds, `Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_millis(moment: datetime) -> str:
+    """Every other date: always three digits of milliseconds (`.000Z` included)."""
+    text = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{moment.microsecond // 1000:03d}Z"
+
+
+class Amount(float):
+    """A money amount; `dumps` prints it with two decimals (`20.00`), as Mirakl does."""
+
+    __slots__ = ()
+
+
+class Rate(float):
+    """A tax or commission rate; `dumps` prints it with four decimals (`20.0000`)."""
+
+    __slots__ = ()
+
+
+def _printed(value: object) -> orjson.Fragment:
+    if isinstance(value, Rate):
+        return orjson.Fragment(b"%.4f" % value)
+    if isinstance(value, Amount):
+        return orjson.Fragment(b"%.2f" % value)
+    raise TypeError(f"not serialisable: {type(value).__name__}")
+
+
+def dumps(document: object) -> bytes:
+    """JSON of an order (or any document holding Amount/Rate) as Mirakl prints it."""
+    return orjson.dumps(document, default=_printed)
+
+
+def money(cents: int) -> Amount:
+    """A decimal amount as JSON number: prints `20.00` through `dumps`, equals 20.0."""
+    return Amount(round(cents / 100, 2))
+
+
+def rate(percent: float) -> Rate:
+    return Rate(percent)
+
+
+def _line_id(rng: random.Random, order_id: str, number: int, index: int) -> str:
+    """Mostly `<order_id>-<n>`, sometimes a number or a UUID: all unique in the simulator."""
+    form = rng.random()
+    if form < 0.15:
+        return str(number * 8 + index)
+    if form < 0.25:
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    return f"{order_id}-{index}"
+
+
+def _tax(cents: int, code: str = "TVA-20", percent: float = 20.0) -> dict[str, Any]:
+    return {
+        "amount": money(cents),
+        "code": code,
+        "rate": rate(percent),
+        "tax_calculation_rule": "PROPORTIONAL_TO_AMOUNT",
+    }
 
 
 def _address(rng: random.Random, first: str, last: str) -> dict[str, Any]:
@@ -70,16 +147,28 @@ def _refunds(
 ) -> list[dict[str, Any]]:
     if state not in ("RECEIVED", "CLOSED") or rng.random() > 0.15:
         return []
+    refund_state = "REFUNDED" if rng.random() < 0.6 else rng.choice(REFUND_STATES)
+    commission = unit * 12 // 100
     return [
         {
             "id": f"R-{order_id}-{index}",
+            "order_refund_id": f"OR-{order_id}-{index}",
             "amount": money(unit),
             "quantity": 1,
             "reason_code": rng.choice(["DAMAGED", "NOT_AS_DESCRIBED", "LATE"]),
-            "state": "REFUNDED",
-            "created_date": iso(created + timedelta(days=9)),
-            "shipping_amount": 0,
-            "commission_amount": money(unit * 12 // 100),
+            "refund_state": refund_state,
+            "state": DEPRECATED_REFUND_STATE.get(refund_state, refund_state),
+            "created_date": iso_millis(created + timedelta(days=9)),
+            "shipping_amount": money(0),
+            "commission_amount": money(commission),
+            "commission_tax_amount": money(commission * 20 // 100),
+            "commission_taxes": [_tax(commission * 20 // 100)],
+            "commission_total_amount": money(commission + commission * 20 // 100),
+            "taxes": [_tax(unit * 20 // 120)],
+            "shipping_taxes": [],
+            "transaction_date": iso_millis(created + timedelta(days=10))
+            if refund_state == "REFUNDED"
+            else None,
         }
     ]
 
@@ -89,27 +178,43 @@ def _cancelations(
 ) -> list[dict[str, Any]]:
     if state != "CANCELED":
         return []
+    commission = unit * qty * 12 // 100
     return [
         {
             "id": f"C-{order_id}-{index}",
             "amount": money(unit * qty),
             "quantity": qty,
             "reason_code": "SHOP_CANCELED",
-            "created_date": iso(created + timedelta(hours=5)),
-            "shipping_amount": 0,
-            "commission_amount": money(unit * qty * 12 // 100),
+            "created_date": iso_millis(created + timedelta(hours=5)),
+            "shipping_amount": money(0),
+            "shipping_taxes": [],
+            "taxes": [_tax(unit * qty * 20 // 120)],
+            "fees": [{"amount": money(0), "code": "CANCEL-FEE"}],
+            "commission_amount": money(commission),
+            "commission_taxes": [_tax(commission * 20 // 100)],
+            "commission_total_amount": money(commission + commission * 20 // 100),
         }
     ]
 
 
 def make_order(
-    rng: random.Random, number: int, created: datetime, shop_id: int = 2001
+    rng: random.Random,
+    number: int,
+    created: datetime,
+    shop_id: int = 2001,
+    *,
+    operator: bool = True,
 ) -> dict[str, Any]:
-    """One order in the shape OR15 serves, ~3-4 KB, 1-5 lines."""
+    """One order in the shape OR15 serves, ~3-4 KB, 1-5 lines.
+
+    `operator`: the operator's view (shop_id, shop_name, customer.email and the other
+    operator-only fields); False gives a seller's view, which has none of them.
+    """
     first, last = rng.choice(FIRST), rng.choice(LAST)
     state = rng.choice(STATES)
     currency = rng.choice(CURRENCIES)
     order_id = f"Order_{number:08d}-A"
+    stamp = iso_seconds(created)
     lines = []
     price_total = shipping_total = commission_total = 0
     # 1-5 lines, most orders small (about 2 lines on average), as marketplaces see them.
@@ -123,71 +228,89 @@ def make_order(
         price_total += unit * qty
         shipping_total += ship
         commission_total += commission
-        lines.append(
-            {
-                "order_line_id": f"{order_id}-{index}",
-                "order_line_index": index,
-                "order_line_state": LINE_STATES.get(state, state),
-                "order_line_state_reason_code": None,
-                "created_date": iso(created),
-                "last_updated_date": iso(created),
-                "shipped_date": None,
-                "received_date": None,
-                "debited_date": iso(created),
-                "offer_id": 1000 + rng.randint(1, 99999),
-                "offer_sku": f"{sku}-{rng.randint(100, 999)}",
-                "offer_state_code": "11",
-                "product_sku": f"{sku}-P",
-                "product_title": title,
-                "product_medias": [
-                    {
-                        "media_url": f"/media/product/{sku.lower()}.jpg",
-                        "mime_type": "image/jpeg",
-                        "type": "SMALL",
-                    }
-                ],
-                "category_code": sku.split("-")[0].lower(),
-                "category_label": sku.split("-")[0].title(),
-                "quantity": qty,
-                "price_unit": money(unit),
-                "price": money(unit * qty),
-                "shipping_price": money(ship),
-                "total_price": money(unit * qty + ship),
-                "commission_fee": money(commission),
-                "commission_vat": money(commission * 20 // 100),
-                "commission_rate_vat": 20.0,
-                "total_commission": money(commission + commission * 20 // 100),
-                "taxes": [
-                    {"amount": money(unit * qty * 20 // 120), "code": "TVA-20", "rate": 20.0}
-                ],
-                "shipping_taxes": [
-                    {"amount": money(ship * 20 // 120), "code": "TVA-20", "rate": 20.0}
-                ],
-                "fees": [],
-                "refunds": _refunds(rng, state, order_id, index, unit, created),
-                "cancelations": _cancelations(state, order_id, index, unit, qty, created),
-                "promotions": [],
-                "order_line_additional_fields": [
-                    {"code": "gift-wrap", "type": "BOOLEAN", "value": rng.choice(["true", "false"])}
-                ],
-                "can_refund": state in ("SHIPPED", "RECEIVED"),
-                "price_additional_info": None,
-            }
-        )
-    order = {
+        additional: list[dict[str, Any]] = [
+            {"code": "gift-wrap", "type": "BOOLEAN", "value": rng.choice(["true", "false"])}
+        ]
+        if rng.random() < 0.3:
+            colours = rng.sample(["red", "blue", "green", "oak"], rng.randint(1, 3))
+            additional.append({"code": "colours", "type": "MULTIPLE_VALUES_LIST", "value": colours})
+        line: dict[str, Any] = {
+            "order_line_id": _line_id(rng, order_id, number, index),
+            "order_line_index": index,
+            "order_line_state": LINE_STATES.get(state, state),
+            "order_line_state_reason_code": None,
+            "created_date": stamp,
+            "last_updated_date": stamp,
+            "shipped_date": None,
+            "received_date": None,
+            "debited_date": iso_millis(created + timedelta(hours=3)),
+            "offer_id": 1000 + rng.randint(1, 99999),
+            "offer_sku": f"{sku}-{rng.randint(100, 999)}",
+            "offer_state_code": "11",
+            "product_sku": f"{sku}-P",
+            "product_shop_sku": f"{sku}-SHOP",
+            "product_title": title,
+            "description": title,
+            "product_medias": [
+                {
+                    "media_url": f"/media/product/{sku.lower()}.jpg",
+                    "mime_type": "image/jpeg",
+                    "type": "SMALL",
+                }
+            ],
+            "category_code": sku.split("-")[0].lower(),
+            "category_label": sku.split("-")[0].title(),
+            "quantity": qty,
+            "price_unit": money(unit),
+            "price": money(unit * qty),
+            "shipping_price": money(ship),
+            "total_price": money(unit * qty + ship),
+            "commission_fee": money(commission),
+            "commission_vat": money(commission * 20 // 100),
+            "commission_rate_vat": rate(20),
+            "commission_taxes": [_tax(commission * 20 // 100)],
+            "total_commission": money(commission + commission * 20 // 100),
+            "taxes": [_tax(unit * qty * 20 // 120)],
+            "shipping_taxes": [_tax(ship * 20 // 120)],
+            "fees": [],
+            "refunds": _refunds(rng, state, order_id, index, unit, created),
+            "cancelations": _cancelations(state, order_id, index, unit, qty, created),
+            "promotions": [],
+            "order_line_additional_fields": additional,
+            "can_refund": state in ("SHIPPED", "RECEIVED"),
+            "price_additional_info": None,
+            "shipping_from": None,
+        }
+        if operator:
+            line["can_open_incident"] = state in ("SHIPPED", "RECEIVED")
+        lines.append(line)
+    channel = rng.choice([{"code": "WEB", "label": "Web"}, {"code": "APP", "label": "App"}, None])
+    accepted = state not in BEFORE_ACCEPTANCE
+    customer: dict[str, Any] = {
+        "customer_id": f"cust-{rng.randint(1, 50000)}",
+        "firstname": first,
+        "lastname": last,
+        "civility": rng.choice(["M", "Mme", None]),
+        "locale": rng.choice(["fr_FR", "de_DE", "en_GB", None]),
+        # Null until the order is accepted, as Mirakl sends them.
+        "billing_address": _address(rng, first, last) if accepted else None,
+        "shipping_address": _address(rng, first, last) if accepted else None,
+        "organization": None,
+    }
+    if operator:
+        customer["email"] = f"{first.lower()}.{rng.randint(1, 999)}@example.org"
+    order: dict[str, Any] = {
         "order_id": order_id,
         "commercial_id": f"Order_{number:08d}",
-        "channel": {"code": rng.choice(["WEB", "APP"]), "label": "Web"},
-        "created_date": iso(created),
-        "last_updated_date": iso(created),
-        "acceptance_decision_date": iso(created + timedelta(hours=2))
-        if state != "WAITING_ACCEPTANCE"
-        else None,
-        "customer_debited_date": iso(created + timedelta(hours=3))
-        if state not in ("WAITING_ACCEPTANCE", "REFUSED")
-        else None,
-        "shipping_deadline": iso(created + timedelta(days=3)),
-        "transaction_date": iso(created),
+        "channel": channel,
+        "created_date": stamp,
+        "last_updated_date": stamp,
+        "acceptance_decision_date": iso_millis(created + timedelta(hours=2)) if accepted else None,
+        "customer_debited_date": iso_millis(created + timedelta(hours=3)) if accepted else None,
+        "shipping_deadline": iso_millis(
+            (created + timedelta(days=3)).replace(hour=23, minute=59, second=59, microsecond=999000)
+        ),
+        "transaction_date": iso_millis(created.replace(microsecond=0)),
         "order_state": state,
         "order_state_reason_code": None,
         "order_state_reason_label": None,
@@ -203,23 +326,12 @@ def make_order(
         "shipping_price": money(shipping_total),
         "total_price": money(price_total + shipping_total),
         "total_commission": money(commission_total),
-        "order_taxes": [],
-        "order_refunds": [],
-        "promotions": {"applied_promotions": [], "total_deduced_amount": 0},
-        "shop_id": shop_id,
-        "shop_name": "Maison Exemple",
+        "order_taxes": rng.choice([None, []]),
+        "order_refunds": rng.choice([None, []]),
+        "promotions": {"applied_promotions": [], "total_deduced_amount": money(0)},
         "fulfillment": {"center": {"code": "DEFAULT"}},
-        "customer": {
-            "customer_id": f"cust-{rng.randint(1, 50000)}",
-            "firstname": first,
-            "lastname": last,
-            "civility": rng.choice(["M", "Mme"]),
-            "locale": rng.choice(["fr_FR", "de_DE", "en_GB"]),
-            "email": f"{first.lower()}.{rng.randint(1, 999)}@example.org",
-            "billing_address": _address(rng, first, last),
-            "shipping_address": _address(rng, first, last),
-            "organization": None,
-        },
+        "customer": customer,
+        "customer_notification_email": f"{number:x}-{rng.getrandbits(32):08x}@notify.example",
         "shipping_type_code": rng.choice(["STD", "EXP"]),
         "shipping_type_label": "Standard",
         "shipping_zone_code": "FR-METRO",
@@ -238,15 +350,27 @@ def make_order(
             {"code": "loyalty-id", "type": "STRING", "value": f"L{rng.randint(1, 99999)}"}
         ],
         "invoice_details": None,
-        "delivery_date": {
-            "earliest": iso(created + timedelta(days=2)),
-            "latest": iso(created + timedelta(days=5)),
+        "delivery_date": None
+        if rng.random() < 0.3
+        else {
+            "earliest": iso_millis(created + timedelta(days=2)),
+            "latest": iso_millis(created + timedelta(days=5)),
         },
         "quote_id": None,
         "leadtime_to_ship": 2,
         "paymentType": "CB",
         "order_lines": lines,
     }
+    if operator:
+        order.update(
+            shop_id=shop_id,
+            shop_name="Maison Exemple",
+            can_evaluate=state in ("RECEIVED", "CLOSED"),
+            commissionable=True,
+            payment_destination="OPERATOR",
+            waiting_funding_confirmation=False,
+            waiting_tax_confirmation=False,
+        )
     if rng.random() < 0.2:
         # Fields appear over time: the worker must keep what it does not know.
         order["x_marketplace_future_field"] = {"introduced": "2026-10", "score": rng.randint(1, 9)}
@@ -254,16 +378,21 @@ def make_order(
 
 
 def touch_order(rng: random.Random, order: dict[str, Any], moment: datetime) -> None:
-    """An update as Mirakl would record it: a state change, lines changed, new last_updated_date."""
+    """An update as Mirakl would record it: a state change, lines changed, new last_updated_date
+    (whole seconds: two updates within a second carry the same date)."""
     order["order_state"] = rng.choice(STATES)
-    order["last_updated_date"] = iso(moment)
+    order["last_updated_date"] = iso_seconds(moment)
     order["has_incident"] = not order["has_incident"]
+    customer = order["customer"]
+    if order["order_state"] not in BEFORE_ACCEPTANCE and customer.get("billing_address") is None:
+        customer["billing_address"] = _address(rng, customer["firstname"], customer["lastname"])
+        customer["shipping_address"] = _address(rng, customer["firstname"], customer["lastname"])
     lines = order["order_lines"]
     if len(lines) > 1 and rng.random() < 0.3:
         lines.pop()  # a line removed (e.g. refused and dropped)
     for line in lines:
         line["order_line_state"] = order["order_state"]
-        line["last_updated_date"] = iso(moment)
+        line["last_updated_date"] = iso_seconds(moment)
         line["quantity"] = max(1, line["quantity"] + rng.choice([-1, 0, 1]))
         unit_cents = round(line["price_unit"] * 100)
         line["price"] = money(unit_cents * line["quantity"])

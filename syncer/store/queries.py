@@ -114,6 +114,9 @@ ORDER BY order_id, last_updated_date DESC, position DESC
 # Never older over newer: a stored order changes only for a later last_updated_date
 # (or the same date with different content). The typed columns were computed while
 # staging (migration 006); `raw` is stored as staged (already compressed, where lz4 is).
+# shop_id: the order's own (operator view), else the source's configured shop_id ($4,
+# text or NULL): a seller's export carries none. A row stored without one gets it when
+# the same version comes again (a full resync), never from an older version.
 UPSERT_ORDERS = """
 WITH upserted AS (
     INSERT INTO orders AS o (
@@ -123,7 +126,7 @@ WITH upserted AS (
         total_price, total_commission, payment_type, payment_workflow, customer_id,
         shipping_type_code, shipping_zone_code, has_incident, fully_refunded, raw, run_id, synced_at)
     SELECT $2, i.order_id, s.commercial_id, s.order_state, s.order_state_reason_code,
-        s.shop_id, s.channel_code, s.created_date::timestamptz, i.last_updated_date,
+        coalesce(s.shop_id, $4), s.channel_code, s.created_date::timestamptz, i.last_updated_date,
         s.acceptance_decision_date::timestamptz, s.customer_debited_date::timestamptz,
         s.shipping_deadline::timestamptz, s.currency_iso_code, s.price, s.shipping_price,
         s.total_price, s.total_commission, s.payment_type, s.payment_workflow, s.customer_id,
@@ -149,6 +152,8 @@ WITH upserted AS (
         synced_at = EXCLUDED.synced_at
     WHERE o.last_updated_date < EXCLUDED.last_updated_date
        OR (o.last_updated_date = EXCLUDED.last_updated_date AND o.raw IS DISTINCT FROM EXCLUDED.raw)
+       OR (o.last_updated_date = EXCLUDED.last_updated_date
+           AND o.shop_id IS NULL AND EXCLUDED.shop_id IS NOT NULL)
     RETURNING o.order_id
 ), batch_changed AS (
     INSERT INTO changed SELECT order_id FROM upserted RETURNING order_id

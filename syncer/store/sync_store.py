@@ -66,9 +66,15 @@ class ExportMerge:
     """The merge of one export, batch by batch, in one open transaction."""
 
     def __init__(
-        self, conn: asyncpg.Connection, run_id: int, source: str, timeout: float | None = None
+        self,
+        conn: asyncpg.Connection,
+        run_id: int,
+        source: str,
+        timeout: float | None = None,
+        shop_id: int | None = None,
     ) -> None:
         self._conn = conn
+        self._shop_id = None if shop_id is None else str(shop_id)  # for orders without one
         self._timeout = timeout
         self._run_id = run_id
         self._source = source
@@ -86,7 +92,7 @@ class ExportMerge:
             await conn.execute(q.RESET_BATCH_TABLES)
             await conn.execute(self._fill, run_id, batch, timeout=timeout)
             await conn.execute("ANALYZE incoming")
-            await conn.execute(self._upsert, run_id, source, batch, timeout=timeout)
+            await conn.execute(self._upsert, run_id, source, batch, self._shop_id, timeout=timeout)
             await conn.execute("ANALYZE changed")
             await conn.execute(q.DELETE_CHANGED_LINES, source, timeout=timeout)
             status = await conn.execute(self._insert_lines, source, run_id, batch, timeout=timeout)
@@ -237,15 +243,18 @@ class SyncStore:
             )
 
     @asynccontextmanager
-    async def export_merge(self, run_id: int, source: str) -> AsyncIterator[ExportMerge]:
+    async def export_merge(
+        self, run_id: int, source: str, shop_id: int | None = None
+    ) -> AsyncIterator[ExportMerge]:
         """A transaction on its own connection that merges the export's batches as they come.
 
         Nothing is visible to readers until `ExportMerge.finish` commits; leaving the
-        block any other way rolls everything back.
+        block any other way rolls everything back. `shop_id`: the source's configured one,
+        stored for orders that carry none (a seller's view).
         """
         async with translated(), self._pool.acquire() as conn, conn.transaction():
             await conn.execute(q.CREATE_MERGE_TABLES)
-            yield ExportMerge(conn, run_id, source, self._pool.long_timeout_seconds)
+            yield ExportMerge(conn, run_id, source, self._pool.long_timeout_seconds, shop_id)
 
     async def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
         """Close the run's row. Success commits only under the lease; a failure is written
