@@ -100,7 +100,8 @@ def write_config(
     chunking = f"megabytes_per_chunk = {mb_per_chunk}\n" if mb_per_chunk else ""
     path.write_text(
         f'[database]\ndsn = "{dsn}"\nschema = "{schema}"\n'
-        f"[export]\npoll_interval_seconds = 0.2\n{chunking}"
+        # The simulator has no call limit: a resync's windows need no spacing.
+        f"[export]\npoll_interval_seconds = 0.2\nfull_export_spacing_minutes = 0\n{chunking}"
         "[service]\nmetrics_port = 0\n"
         f'[[sources]]\nname = "bench"\nbase_url = "{sim}"\napi_key = "sim-secret-key"\n'
         f"start_date = {since}\n"

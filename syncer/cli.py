@@ -1,7 +1,8 @@
 """Command line: migrate, sync, resync, status, run, simulator, demo.
 
 Every SyncerError becomes one line on stderr and a non-zero exit code:
-1 run failed, 2 bad config or arguments, 3 skipped (another run holds the lock).
+1 run failed, 2 bad config or arguments, 3 skipped (another run holds the lock, or Mirakl's
+call frequency: a run deferred).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resync.add_argument("--source", help="only this source")
     resync.add_argument("--since", help="ISO date to start from (default: the source's start_date)")
+    resync.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over instead of going on from an unfinished resync's first unmerged window",
+    )
     push = commands.add_parser("push", parents=[common], help="send queued order patches (OR04)")
     push.add_argument("--source", help="only this source")
     status = commands.add_parser(
@@ -161,7 +167,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
     handlers: dict[str, Callable[[], Awaitable[int]]] = {
         "migrate": lambda: commands.migrate(config),
         "sync": lambda: commands.sync(config, args.source),
-        "resync": lambda: commands.resync(config, args.source, _since(args.since)),
+        "resync": lambda: commands.resync(config, args.source, _since(args.since), args.restart),
         "status": lambda: commands.status(config, args.json),
         "runs": lambda: commands.runs(config, args.source, args.limit, args.json),
         "config": lambda: commands.check_config(config),

@@ -63,7 +63,13 @@ async def migrate(config: Config) -> int:
 
 
 async def run_source(
-    config: Config, store: SyncStore, source: SourceConfig, mode: str, since: datetime | None = None
+    config: Config,
+    store: SyncStore,
+    source: SourceConfig,
+    mode: str,
+    since: datetime | None = None,
+    *,
+    restart: bool = False,
 ) -> RunSummary:
     """One run of one source with its own HTTP session. Every attempt is counted in the
     metrics, also one that failed before it had a run row (the database unreachable)."""
@@ -85,9 +91,10 @@ async def run_source(
                     on_finished=record,
                     on_progress=progress,
                 )
-                return await runner.run(mode, since)
+                return await runner.run(mode, since, restart=restart)
     except RunSkipped:
-        METRICS.record_skip(source.name, mode)
+        if not finished:  # a run deferred after it began is counted as such already
+            METRICS.record_skip(source.name, mode)
         raise
     except Exception:
         if not finished:
@@ -133,6 +140,7 @@ def describe_summary(s: RunSummary) -> str:
         f"{s.source}: {s.mode} run {s.run_id} {s.status}: {s.orders} orders "
         f"({s.orders_changed} changed), {s.lines} lines, {s.chunks} chunk(s) from "
         f"{s.exports} export(s), {s.bytes / 1e6:.1f} MB in {s.duration_s:.1f}s; watermark {watermark}"
+        + (f"; resync resumed from window {s.resumed_from}" if s.resumed_from else "")
     )
 
 
@@ -140,13 +148,18 @@ async def sync(config: Config, name: str | None) -> int:
     return await _sync_each(config, name, "differential", None)
 
 
-async def resync(config: Config, name: str | None, since: datetime | None) -> int:
-    return await _sync_each(config, name, "full", since)
+async def resync(
+    config: Config, name: str | None, since: datetime | None, restart: bool = False
+) -> int:
+    return await _sync_each(config, name, "full", since, restart)
 
 
-async def _sync_each(config: Config, name: str | None, mode: str, since: datetime | None) -> int:
+async def _sync_each(
+    config: Config, name: str | None, mode: str, since: datetime | None, restart: bool = False
+) -> int:
     async def one(store: SyncStore, source: SourceConfig) -> str:
-        return describe_summary(await run_source(config, store, source, mode, since))
+        summary = await run_source(config, store, source, mode, since, restart=restart)
+        return describe_summary(summary)
 
     return await _for_each_source(config, name, "", one)
 
@@ -196,18 +209,30 @@ def status_record(row: SourceStatus, source: SourceConfig, now: datetime) -> dic
             "finished_at": row.finished_at,
             "duration_seconds": duration.total_seconds() if duration else None,
             "error": row.error,
+            "resumed_from": row.resumed_from,
         },
         "export_in_flight": row.export_in_flight,
         "next_run_estimate": next_run,
         "orders_stored": row.orders_stored,
         "patches_pending": row.patches_pending,
+        "not_before": None
+        if row.not_before is None
+        else {"until": row.not_before, "reason": row.not_before_reason},
+        "resync": None
+        if row.resync_id is None
+        else {
+            "resync_id": row.resync_id,
+            "windows": row.resync_windows,
+            "windows_merged": row.resync_windows_merged,
+        },
     }
 
 
 def format_status(records: list[dict[str, Any]]) -> str:
     """An aligned table, one row per source."""
     header = ("SOURCE", "WATERMARK", "LAG", "LAST RUN", "RESULT", "ORDERS", "DURATION",
-              "STORED", "IN FLIGHT", "NEXT RUN (EST.)", "PATCHES", "ERROR")  # fmt: skip
+              "STORED", "IN FLIGHT", "NEXT RUN (EST.)", "NOT BEFORE", "RESYNC", "PATCHES",
+              "ERROR")  # fmt: skip
     rows = []
     for r in records:
         run = r["last_run"] or {}
@@ -223,6 +248,10 @@ def format_status(records: list[dict[str, Any]]) -> str:
                 str(r["orders_stored"]),
                 r["export_in_flight"] or "-",
                 moment(r["next_run_estimate"]),
+                moment(r["not_before"]["until"]) if r["not_before"] else "-",
+                f"{r['resync']['windows_merged']}/{r['resync']['windows']} merged"
+                if r["resync"]
+                else "-",
                 str(r["patches_pending"]),
                 (run.get("error") or "")[:80],
             )

@@ -68,6 +68,11 @@ class ExportConfig:
     batch_orders: int = 5000  # orders per staging COPY; each merges while the next streams
     max_order_megabytes: int = 64  # a larger order refuses its chunk (the splitter holds it whole)
     run_timeout_minutes: float = 120.0  # a run still going after this fails (export resumable)
+    # Mirakl: differential exports at most every 5 min, full ones every 24 h (whether a
+    # one-year window of a resync counts as "full" is not known). Between two OR13 of a
+    # resync / two differential OR13 of a source, at least this long (0: no spacing).
+    full_export_spacing_minutes: float = 5.0
+    differential_spacing_minutes: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -244,6 +249,8 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
             "batch_orders",
             "max_order_megabytes",
             "run_timeout_minutes",
+            "full_export_spacing_minutes",
+            "differential_spacing_minutes",
         },
     )
     export = ExportConfig(
@@ -259,6 +266,12 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
         max_order_megabytes=_int_range(ex, "export.max_order_megabytes", 1, 1024) or 64,
         run_timeout_minutes=_number(
             ex, "export.run_timeout_minutes", 120.0, minimum=0.05, maximum=10080
+        ),
+        full_export_spacing_minutes=_number(
+            ex, "export.full_export_spacing_minutes", 5.0, minimum=0.0, maximum=10080
+        ),
+        differential_spacing_minutes=_number(
+            ex, "export.differential_spacing_minutes", 5.0, minimum=0.0, maximum=1440
         ),
     )
 

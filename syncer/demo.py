@@ -58,7 +58,13 @@ async def run_demo(order_count: int) -> int:
         )
         config = Config(
             database=database,
-            export=ExportConfig(poll_interval_seconds=0.2, poll_timeout_minutes=5),
+            # One simulated account, no rate limit: the windows need no spacing.
+            export=ExportConfig(
+                poll_interval_seconds=0.2,
+                poll_timeout_minutes=5,
+                full_export_spacing_minutes=0,
+                differential_spacing_minutes=0,
+            ),
             sources=(source,),
         )
         _step(

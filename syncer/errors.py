@@ -34,6 +34,11 @@ class RunSkipped(SyncerError):
     exit_code = 3
 
 
+class RunDeferred(RunSkipped):
+    """Raised when a run does not call OR13 (or stops before its next one) to respect
+    Mirakl's call frequency or a Retry-After; the next run goes on from there."""
+
+
 class MiraklError(SyncerError):
     """Raised when Mirakl answers in a way the worker cannot use."""
 
@@ -52,6 +57,15 @@ class MiraklUnavailable(MiraklError):
 
 class ExportBusy(MiraklError):
     """Raised when OR13 refuses a new export because one is already running."""
+
+
+class RateLimited(MiraklError):
+    """Raised when OR13 answers 429 with a Retry-After longer than the client waits
+    (http.retry_after_max_seconds): the caller records when to call again instead."""
+
+    def __init__(self, message: str, *, retry_after_seconds: float) -> None:
+        super().__init__(message, status=429)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class ExportNotFound(MiraklError):

@@ -107,7 +107,13 @@ def make_config(
             database=DatabaseConfig(dsn=pg_dsn, schema=schema),
             # Small batches: every export is merged in several batches, duplicates across them.
             export=export
-            or ExportConfig(poll_interval_seconds=0.02, poll_timeout_minutes=1, batch_orders=13),
+            or ExportConfig(
+                poll_interval_seconds=0.02,
+                poll_timeout_minutes=1,
+                batch_orders=13,
+                full_export_spacing_minutes=0,
+                differential_spacing_minutes=0,
+            ),
             http=http
             or HttpConfig(
                 timeout_seconds=10,
@@ -142,6 +148,8 @@ schema = "{schema}"
 lease_ttl_seconds = 4
 
 [export]
+full_export_spacing_minutes = 0
+differential_spacing_minutes = 0
 poll_interval_seconds = 0.05
 poll_timeout_minutes = 1
 batch_orders = 25

@@ -27,6 +27,8 @@ NUMERIC_KEYS = [
     ("export", "batch_orders"),
     ("export", "max_order_megabytes"),
     ("export", "run_timeout_minutes"),
+    ("export", "full_export_spacing_minutes"),
+    ("export", "differential_spacing_minutes"),
     ("http", "timeout_seconds"),
     ("http", "chunk_timeout_seconds"),
     ("http", "max_attempts"),

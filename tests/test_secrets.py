@@ -93,6 +93,7 @@ dsn = {_toml_string(dsn)}
 schema = "{schema}"
 [export]
 poll_interval_seconds = 0.05
+full_export_spacing_minutes = 0
 [service]
 metrics_host = "127.0.0.1"
 metrics_port = {port}

@@ -14,6 +14,8 @@ plain http.
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,10 +36,11 @@ from syncer.errors import (
     ExportNotFound,
     MiraklError,
     MiraklUnavailable,
+    RateLimited,
     StreamBroken,
 )
 from syncer.log import get_logger
-from syncer.mirakl.retry import Backoff
+from syncer.mirakl.retry import Backoff, parse_retry_after
 from syncer.redact import redact_url
 
 EXPORT_PATH = "/api/orders/async-export"
@@ -47,6 +50,15 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10
 DEFAULT_PORTS = {"http": 80, "https": 443}
 ANONYMOUS_HEADERS = {"Accept": "application/json"}
+# OR13 while another export runs: nothing public says which status Mirakl answers; its
+# general rule is 400 for a request in the wrong state, so a 400 whose message says an
+# export is already there is treated as 409 (busy), any other 400 is an error.
+_BUSY_MESSAGE = re.compile(
+    r"\bexports?\b.{0,80}\b(already|in progress|running|pending|ongoing|exists?)\b"
+    r"|\balready\b.{0,80}\bexports?\b"
+    r"|\bonly one export",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 @dataclass(frozen=True)
@@ -96,11 +108,16 @@ class MiraklClient:
 
         async def call() -> Any:
             async with await self._send("POST", url, "OR13", body=orjson.dumps(body)) as resp:
-                if resp.status == 409:
-                    raise ExportBusy(
-                        f"OR13 refused: an export is already in progress ({_message(await resp.read())})",
-                        status=409,
-                    )
+                if resp.status in (400, 409):
+                    message = _message(await resp.read())
+                    if resp.status == 409 or _BUSY_MESSAGE.search(message):
+                        raise ExportBusy(
+                            f"OR13 refused: an export is already in progress ({message})",
+                            status=resp.status,
+                        )
+                    raise MiraklError(f"OR13 answered 400: {message}", status=400)
+                if resp.status == 429:
+                    self._refuse_long_retry_after(resp.headers.get("Retry-After"))
                 return await self._json_or_raise(resp, "OR13")
 
         answer = await self._with_retries("OR13", call, idempotent=False)
@@ -108,6 +125,17 @@ class MiraklClient:
         if not isinstance(tracking_id, str) or not tracking_id:
             raise MiraklError("OR13 answered without a tracking_id")
         return tracking_id
+
+    def _refuse_long_retry_after(self, retry_after: str | None) -> None:
+        """OR13 429 asking for a longer wait than http.retry_after_max_seconds: RateLimited
+        (the run records when to call again) instead of sleeping that long, or giving up."""
+        seconds = None if retry_after is None else parse_retry_after(retry_after, math.inf)
+        if seconds is not None and seconds > self._http.retry_after_max_seconds:
+            raise RateLimited(
+                f"OR13 answered 429: Mirakl asks to wait {seconds:.0f} s (Retry-After), more "
+                f"than http.retry_after_max_seconds ({self._http.retry_after_max_seconds:g} s)",
+                retry_after_seconds=seconds,
+            )
 
     async def export_status(self, tracking_id: str) -> ExportStatus:
         """OR14: the export's status and, once COMPLETED, its chunk URLs."""

@@ -27,6 +27,8 @@ from syncer.errors import (
     ExportFailed,
     ExportNotFound,
     ExportTimeout,
+    RateLimited,
+    RunDeferred,
     RunTimeout,
     StreamBroken,
 )
@@ -76,6 +78,28 @@ class InFlightLike(Protocol):
     def window_end(self) -> datetime: ...
     @property
     def moves_watermark_to(self) -> datetime | None: ...
+    @property
+    def resync_id(self) -> int | None: ...
+    @property
+    def window_index(self) -> int | None: ...
+
+
+class ResyncLike(Protocol):
+    @property
+    def resync_id(self) -> int: ...
+    @property
+    def window_start(self) -> datetime: ...
+    @property
+    def window_end(self) -> datetime: ...
+    @property
+    def merged(self) -> frozenset[int]: ...
+
+
+class NotBeforeLike(Protocol):
+    @property
+    def until(self) -> datetime: ...
+    @property
+    def reason(self) -> str: ...
 
 
 class MergeLike(Protocol):
@@ -113,7 +137,18 @@ class RunStore(Protocol):
         window_start: datetime,
         window_end: datetime,
         moves_watermark_to: datetime | None,
+        resync_id: int | None = ...,
+        window_index: int | None = ...,
     ) -> None: ...
+    async def not_before(self, source: str) -> NotBeforeLike | None: ...
+    async def set_not_before(self, source: str, seconds: float, reason: str) -> datetime: ...
+    async def seconds_since_export(self, source: str, mode: str) -> float | None: ...
+    async def open_resync(self, source: str) -> ResyncLike | None: ...
+    async def begin_resync(
+        self, source: str, window_start: datetime, window_end: datetime, windows: int
+    ) -> int: ...
+    async def finish_resync(self, resync_id: int) -> None: ...
+    async def note_resync(self, run_id: int, resync_id: int, resumed_from: int | None) -> None: ...
     async def adopt_export(self, tracking_id: str, run_id: int) -> None: ...
     async def close_export(self, tracking_id: str, status: str, error: str | None) -> None: ...
     async def clear_staging(self, run_id: int) -> None: ...
@@ -135,6 +170,26 @@ class ExportJob:
     mode: str
     moves_watermark_to: datetime | None
     tracking_id: str | None = None  # set when adopting an export left in flight
+    resync_id: int | None = None  # the full resync this window belongs to
+    window_index: int | None = None  # 1-based, in that resync
+    windows: int = 1  # how many windows that resync has
+
+
+@dataclass
+class _Plan:
+    jobs: list[ExportJob]
+    mode: str
+    resync_id: int | None = None
+    resumed_from: int | None = None  # the resync goes on from this window (1-based)
+
+
+def _adopted(in_flight: InFlightLike) -> ExportJob:
+    return ExportJob(
+        Window(in_flight.window_start, in_flight.window_end),
+        in_flight.mode,
+        in_flight.moves_watermark_to,
+        in_flight.tracking_id,
+    )
 
 
 @dataclass
@@ -159,6 +214,7 @@ class RunSummary:
     # commit (counts, staging emptied, watermark, COMMIT).
     stage_seconds: dict[str, float] = field(default_factory=dict)
     exports_total: int = 1
+    resumed_from: int | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
 
     def add_stage(self, stage: str, seconds: float) -> None:
@@ -210,8 +266,11 @@ class SyncRun:
     # Told where the run is after each chunk (a progress line on a terminal).
     on_progress: Callable[[Progress], None] | None = None
     _batches: int = 0  # staging batches numbered across the run
+    _deadline_at: float = 0.0  # loop time of the run's deadline
 
-    async def run(self, mode: str, since: datetime | None = None) -> RunSummary:
+    async def run(
+        self, mode: str, since: datetime | None = None, *, restart: bool = False
+    ) -> RunSummary:
         """Take the source's lease, plan and load; the summary says what was done.
 
         Past `export.run_timeout_minutes` the run is cancelled and fails with RunTimeout
@@ -219,6 +278,7 @@ class SyncRun:
         task = asyncio.current_task()
         assert task is not None
         limit_minutes = self.export.run_timeout_minutes
+        self._deadline_at = asyncio.get_running_loop().time() + limit_minutes * 60
         deadline = asyncio.get_running_loop().call_later(
             limit_minutes * 60,
             cancel_for,
@@ -230,34 +290,49 @@ class SyncRun:
         )
         try:
             async with self.store.source_lock(self.source.name):
-                jobs, mode = await self._plan(mode, since)
-                return await self._execute(jobs, mode)
+                plan = await self._plan(mode, since, restart)
+                return await self._execute(plan)
         except asyncio.CancelledError as exc:
             raise reason_instead(exc) from None
         finally:
             deadline.cancel()
 
-    async def _plan(self, mode: str, since: datetime | None) -> tuple[list[ExportJob], str]:
+    async def _plan(self, mode: str, since: datetime | None, restart: bool) -> _Plan:
+        """The exports to load: the one left in flight, the rest of an unfinished resync
+        (from its first window not merged), a differential window, or a new resync."""
         name = self.source.name
-        jobs: list[ExportJob] = []
-        in_flight = await self.store.in_flight_export(name)
-        if in_flight is not None:
-            jobs.append(
-                ExportJob(
-                    Window(in_flight.window_start, in_flight.window_end),
-                    in_flight.mode,
-                    in_flight.moves_watermark_to,
-                    in_flight.tracking_id,
-                )
+        paused = await self.store.not_before(name)
+        if paused is not None:
+            raise RunDeferred(
+                f"source {name}: no export before {paused.until.isoformat(timespec='seconds')} "
+                f"({paused.reason})"
             )
-            if mode == "differential" and in_flight.moves_watermark_to is not None:
-                return jobs, in_flight.mode
+        in_flight = await self.store.in_flight_export(name)
+        if (
+            mode == "differential"
+            and in_flight is not None
+            and in_flight.resync_id is None
+            and in_flight.moves_watermark_to is not None
+        ):
+            return _Plan([_adopted(in_flight)], in_flight.mode)
+        resync = await self.store.open_resync(name)
+        if resync is not None and (
+            restart or (mode == "full" and since not in (None, resync.window_start))
+        ):
+            resync = None  # begin_resync below abandons it
+        if resync is not None:
+            plan = await self._rest_of_resync(resync, in_flight)
+            if plan is not None:
+                return plan
+        earlier = [] if in_flight is None else [_adopted(in_flight)]
         now = self.clock()
         watermark = await self.store.watermark(name)
         if mode == "differential" and watermark is not None:
+            if not earlier:
+                await self._check_differential_spacing()
             overlap = timedelta(minutes=self.source.overlap_minutes)
             window = differential_window(watermark, now, overlap)
-            return [*jobs, ExportJob(window, "differential", window.end)], "differential"
+            return _Plan([*earlier, ExportJob(window, "differential", window.end)], "differential")
         start = since or self.source.start_date
         if start is None:
             raise ConfigError(
@@ -268,16 +343,73 @@ class SyncRun:
             windows = full_windows(start, now)
         except ValueError as exc:
             raise ConfigError(f"--since: {exc}") from None
-        for index, window in enumerate(windows):
-            last = index == len(windows) - 1
-            jobs.append(ExportJob(window, "full", now if last else None))
-        return jobs, "full"
+        resync_id = await self.store.begin_resync(name, start, now, len(windows))
+        jobs = earlier
+        for index, window in enumerate(windows, start=1):
+            last = index == len(windows)
+            jobs.append(
+                ExportJob(
+                    window, "full", now if last else None, None, resync_id, index, len(windows)
+                )
+            )
+        return _Plan(jobs, "full", resync_id)
 
-    async def _execute(self, jobs: list[ExportJob], mode: str) -> RunSummary:
-        name = self.source.name
+    async def _rest_of_resync(
+        self, resync: ResyncLike, in_flight: InFlightLike | None
+    ) -> _Plan | None:
+        """The windows of an unfinished resync not merged yet; None if all are (closed now)."""
+        windows = full_windows(resync.window_start, resync.window_end)
+        ours = in_flight is not None and in_flight.resync_id == resync.resync_id
+        jobs = [] if in_flight is None or ours else [_adopted(in_flight)]
+        for index, window in enumerate(windows, start=1):
+            if index in resync.merged:
+                continue
+            tracking_id = None
+            if ours and in_flight is not None and in_flight.window_index == index:
+                tracking_id = in_flight.tracking_id
+            last = index == len(windows)
+            moves_to = resync.window_end if last else None
+            jobs.append(
+                ExportJob(
+                    window, "full", moves_to, tracking_id, resync.resync_id, index, len(windows)
+                )
+            )
+        pending = [j for j in jobs if j.resync_id == resync.resync_id]
+        if not pending:
+            await self.store.finish_resync(resync.resync_id)
+            return None
+        first = pending[0].window_index
+        get_logger(source=self.source.name).info(
+            "resync_resumed",
+            resync_id=resync.resync_id,
+            from_window=first,
+            windows=len(windows),
+            merged=len(resync.merged),
+        )
+        return _Plan(jobs, "full", resync.resync_id, first)
+
+    async def _check_differential_spacing(self) -> None:
+        """RunDeferred if the source's last differential OR13 is more recent than
+        export.differential_spacing_minutes (Mirakl: one every 5 min at most)."""
+        spacing_s = self.export.differential_spacing_minutes * 60
+        since_s = await self.store.seconds_since_export(self.source.name, "differential")
+        if spacing_s > 0 and since_s is not None and since_s < spacing_s:
+            raise RunDeferred(
+                f"source {self.source.name}: the last differential export was requested "
+                f"{since_s:.0f} s ago; Mirakl allows one every "
+                f"{self.export.differential_spacing_minutes:g} min "
+                "(export.differential_spacing_minutes)"
+            )
+
+    async def _execute(self, plan: _Plan) -> RunSummary:
+        name, jobs, mode = self.source.name, plan.jobs, plan.mode
         overall = Window(min(j.window.start for j in jobs), max(j.window.end for j in jobs))
         run_id = await self.store.begin_run(name, mode, overall.start, overall.end, len(jobs))
-        summary = RunSummary(run_id, name, mode, overall, exports_total=len(jobs))
+        if plan.resync_id is not None:
+            await self.store.note_resync(run_id, plan.resync_id, plan.resumed_from)
+        summary = RunSummary(
+            run_id, name, mode, overall, exports_total=len(jobs), resumed_from=plan.resumed_from
+        )
         with log_context(source=name, run_id=run_id):
             return await self._execute_logged(jobs, summary)
 
@@ -289,6 +421,13 @@ class SyncRun:
         try:
             for index, job in enumerate(jobs, start=1):
                 await self._load_export(job, summary, f"{index}/{len(jobs)}")
+        except RunDeferred as exc:
+            summary.status, summary.error = "deferred", _one_line(exc)
+            summary.duration_s = time.monotonic() - started
+            await asyncio.shield(self._close_failed_run(summary))
+            self._finished(summary)
+            log.warning("run_deferred", reason=summary.error, exports=summary.exports)
+            raise
         except BaseException as exc:
             # Cancelled for a reason (lease lost, run deadline): a failure with that reason.
             reason = cancel_reason() if isinstance(exc, asyncio.CancelledError) else None
@@ -333,7 +472,7 @@ class SyncRun:
             await self.store.finish_run(summary.run_id, summary.status, summary.error)
         except Exception as exc:  # the original error matters more
             get_logger().error("run_close_failed", error=_one_line(exc))
-        if summary.status == "failed":
+        if summary.status in ("failed", "deferred"):
             # Not on shutdown: the DROP may wait for the cancelled COPY's lock, and a
             # shutdown must not. The source's next run drops the table, as after a kill.
             await self._drop_staging(summary.run_id)
@@ -446,7 +585,7 @@ class SyncRun:
             await self.store.adopt_export(job.tracking_id, run_id)
             get_logger().info("export_resumed", tracking_id=job.tracking_id, window=str(job.window))
             return job.tracking_id
-        tracking_id = await self._start_export(job.window)
+        tracking_id = await self._start_export(job)
         await self.store.record_export(
             tracking_id=tracking_id,
             source=self.source.name,
@@ -455,8 +594,15 @@ class SyncRun:
             window_start=job.window.start,
             window_end=job.window.end,
             moves_watermark_to=job.moves_watermark_to,
+            resync_id=job.resync_id,
+            window_index=job.window_index,
         )
-        get_logger().info("export_requested", tracking_id=tracking_id, window=str(job.window))
+        get_logger().info(
+            "export_requested",
+            tracking_id=tracking_id,
+            window=str(job.window),
+            resync_window=None if job.window_index is None else f"{job.window_index}/{job.windows}",
+        )
         return tracking_id
 
     def _progress(self, summary: RunSummary, chunk: int, chunks: int, orders: int) -> None:
@@ -475,8 +621,15 @@ class SyncRun:
             )
         )
 
-    async def _start_export(self, window: Window) -> str:
-        """OR13; while Mirakl says another export runs (one we did not record), wait for it."""
+    async def _start_export(self, job: ExportJob) -> str:
+        """OR13; while Mirakl says another export runs (one we did not record), wait for it.
+
+        A resync's windows are spaced by export.full_export_spacing_minutes; a wait too long
+        for this run, or a 429 asking for one, is recorded (source_pacing) and the run stops
+        as deferred: the next run goes on from this window."""
+        if job.mode == "full":
+            await self._wait_full_spacing(job)
+        window = job.window
         deadline = time.monotonic() + self.export.poll_timeout_minutes * 60
         while True:
             try:
@@ -486,11 +639,40 @@ class SyncRun:
                     items_per_chunk=self.export.items_per_chunk,
                     megabytes_per_chunk=self.export.megabytes_per_chunk,
                 )
+            except RateLimited as exc:
+                await self._defer(exc.retry_after_seconds, _one_line(exc))
             except ExportBusy as exc:
                 if time.monotonic() >= deadline:
                     raise
                 get_logger().warning("export_busy_waiting", reason=_one_line(exc))
                 await self.sleep(self.export.poll_interval_seconds)
+
+    async def _wait_full_spacing(self, job: ExportJob) -> None:
+        spacing_s = self.export.full_export_spacing_minutes * 60
+        if spacing_s <= 0:
+            return
+        since_s = await self.store.seconds_since_export(self.source.name, "full")
+        wait_s = 0.0 if since_s is None else spacing_s - since_s
+        if wait_s <= 0:
+            return
+        left_s = self._deadline_at - asyncio.get_running_loop().time()
+        step = "" if job.window_index is None else f" {job.window_index}/{job.windows}"
+        if wait_s > left_s / 2:
+            await self._defer(
+                wait_s,
+                f"full export window{step} waits {wait_s:.0f} s for "
+                f"export.full_export_spacing_minutes ({self.export.full_export_spacing_minutes:g})",
+            )
+        get_logger().info("export_spacing_wait", wait_s=round(wait_s, 3), window=step.strip())
+        await self.sleep(wait_s)
+
+    async def _defer(self, seconds: float, reason: str) -> None:
+        """Record that the source makes no OR13 for `seconds`, and stop the run (deferred)."""
+        until = await self.store.set_not_before(self.source.name, seconds, reason)
+        raise RunDeferred(
+            f"source {self.source.name}: no export before {until.isoformat(timespec='seconds')} "
+            f"({reason}); the next run goes on from there"
+        )
 
     async def _wait_completed(self, tracking_id: str) -> tuple[str, ...]:
         """Poll OR14 until COMPLETED; ExportFailed on FAILED/CANCELED or past the deadline."""

@@ -40,8 +40,12 @@ class SimulatorConfig:
     pending_seconds: float | None = None  # ...or, when set, completes on its own after this long
     update_delta_seconds: float = 5.0
     max_items_per_chunk: int | None = None  # the server may cut smaller chunks than asked
-    busy_status: int = 409
-    enforce_frequency: bool = False  # OR13 at most every 5 min (differential), 24 h (full)
+    busy_status: int = 409  # OR13 while an export runs: 409, or 400 (Mirakl's wrong-state rule)
+    # OR13 at most once per this many seconds (Mirakl: differential every 5 min, full every
+    # 24 h); a call sooner gets 429 with Retry-After: or13_retry_after_seconds, else the wait
+    # left. None: no limit.
+    or13_min_interval_seconds: float | None = None
+    or13_retry_after_seconds: float | None = None
     or04_min_interval_seconds: float = 60.0  # OR04: at most one call a minute (429 otherwise)
     or04_max_body_bytes: int | None = None  # OR04: a larger request body is refused with 413
     chunk_piece_delay_seconds: float = 0.0  # OR15: pause between 256 KB pieces (slow downloads)
@@ -127,6 +131,8 @@ class SimulatorState:
         # exports share these bytes instead of each holding a copy of its orders.
         self._exported: dict[str, ExportedOrder] = {}
         self._last_or13: datetime | None = None
+        # Every OR13 accepted: (time.monotonic(), start_update_date, end_update_date).
+        self.or13_log: list[tuple[float, datetime | None, datetime | None]] = []
 
     def now(self) -> datetime:
         now = datetime.now(UTC) + self.clock_offset
@@ -315,11 +321,15 @@ def build_app(state: SimulatorState) -> web.Application:
         if state.running_export() is not None:
             return _error(config.busy_status, "An export is already in progress for this account")
         now = state.now()
-        if config.enforce_frequency and state._last_or13 is not None:
-            wait = 300 - (now - state._last_or13).total_seconds()
+        limit = config.or13_min_interval_seconds
+        if limit is not None and state._last_or13 is not None:
+            wait = limit - (now - state._last_or13).total_seconds()
             if wait > 0:
-                return _error(429, "Too many requests", {"Retry-After": str(int(wait) + 1)})
+                asked = config.or13_retry_after_seconds
+                retry_after = f"{asked:g}" if asked is not None else str(int(wait) + 1)
+                return _error(429, "Too many requests", {"Retry-After": retry_after})
         state._last_or13 = now
+        state.or13_log.append((time.monotonic(), *(updated or (None, None))))
         selected = _select(state, created, updated, config.update_delta_seconds)
         selected += [dumps(version) for version in state.replayed_versions]
         cap = min(items, config.max_items_per_chunk or items)

@@ -9,9 +9,66 @@ exact (jsonb numbers are arbitrary-precision numerics, never floats).
 GET_WATERMARK = "SELECT watermark FROM sync_state WHERE source = $1"
 
 IN_FLIGHT_EXPORT = """
-SELECT tracking_id, run_id, mode, window_start, window_end, moves_watermark_to
+SELECT tracking_id, run_id, mode, window_start, window_end, moves_watermark_to, resync_id,
+       window_index
 FROM sync_exports WHERE source = $1 AND status = 'requested'
 """
+
+# Pacing (migration 010): no OR13 for the source before not_before.
+GET_NOT_BEFORE = """
+SELECT not_before, reason, now() AS db_now FROM source_pacing
+WHERE source = $1 AND not_before > now()
+"""
+
+SET_NOT_BEFORE = """
+INSERT INTO source_pacing (source, not_before, reason, updated_at)
+VALUES ($1, now() + make_interval(secs => $2), $3, now())
+ON CONFLICT (source) DO UPDATE SET not_before = EXCLUDED.not_before, reason = EXCLUDED.reason,
+    updated_at = now()
+RETURNING not_before
+"""
+
+# Seconds since the source's last OR13 of this mode (NULL: never).
+SECONDS_SINCE_EXPORT = """
+SELECT extract(epoch FROM now() - max(requested_at))::float8 FROM sync_exports
+WHERE source = $1 AND mode = $2
+"""
+
+OPEN_RESYNC = """
+SELECT resync_id, window_start, window_end, windows FROM sync_resyncs
+WHERE source = $1 AND status = 'open'
+"""
+
+BEGIN_RESYNC = """
+INSERT INTO sync_resyncs (source, window_start, window_end, windows) VALUES ($1, $2, $3, $4)
+RETURNING resync_id
+"""
+
+ABANDON_RESYNCS = """
+UPDATE sync_resyncs SET status = 'abandoned', finished_at = now()
+WHERE source = $1 AND status = 'open'
+"""
+
+FINISH_RESYNC = """
+UPDATE sync_resyncs SET status = 'done', finished_at = now()
+WHERE resync_id = $1 AND status = 'open'
+"""
+
+MERGED_WINDOWS = """
+SELECT DISTINCT window_index FROM sync_exports
+WHERE resync_id = $1 AND status = 'merged' AND window_index IS NOT NULL
+"""
+
+# In the merge's transaction: the resync whose last unmerged window this export was is done.
+CLOSE_COMPLETE_RESYNC = """
+UPDATE sync_resyncs r SET status = 'done', finished_at = now()
+FROM sync_exports e
+WHERE e.tracking_id = $1 AND r.resync_id = e.resync_id AND r.status = 'open'
+  AND (SELECT count(DISTINCT m.window_index) FROM sync_exports m
+       WHERE m.resync_id = r.resync_id AND m.status = 'merged') >= r.windows
+"""
+
+RUN_RESYNC = "UPDATE sync_runs SET resync_id = $2, resumed_from = $3 WHERE run_id = $1"
 
 # Under the source's lease no other run is alive: a 'running' row is one whose process died
 # (or that lost the lease and commits nothing more).
@@ -27,8 +84,9 @@ VALUES ($1, $2, $3, $4, $5) RETURNING run_id
 """
 
 RECORD_EXPORT = """
-INSERT INTO sync_exports (tracking_id, source, run_id, mode, window_start, window_end, moves_watermark_to)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO sync_exports (tracking_id, source, run_id, mode, window_start, window_end,
+    moves_watermark_to, resync_id, window_index)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
 
 RUN_TRACKING = "UPDATE sync_runs SET tracking_id = $2 WHERE run_id = $1"
@@ -236,14 +294,20 @@ WHERE run_id = $1 AND status = 'running' RETURNING source
 STATUS = """
 SELECT s.source, st.watermark, now() - st.watermark AS lag,
        r.run_id, r.mode, r.status, r.orders, r.orders_changed, r.lines, r.chunks,
-       r.started_at, r.finished_at, r.error,
+       r.started_at, r.finished_at, r.error, r.resumed_from,
        (SELECT tracking_id FROM sync_exports e WHERE e.source = s.source AND e.status = 'requested')
            AS export_in_flight,
        (SELECT count(*) FROM orders o WHERE o.source = s.source) AS orders_stored,
        (SELECT count(*) FROM order_patches p WHERE p.source = s.source
-            AND p.status IN ('pending', 'sent')) AS patches_pending
+            AND p.status IN ('pending', 'sent')) AS patches_pending,
+       pc.not_before, pc.reason AS not_before_reason,
+       rs.resync_id, rs.windows AS resync_windows,
+       (SELECT count(DISTINCT e.window_index) FROM sync_exports e
+            WHERE e.resync_id = rs.resync_id AND e.status = 'merged') AS resync_windows_merged
 FROM unnest($1::text[]) AS s(source)
 LEFT JOIN sync_state st ON st.source = s.source
+LEFT JOIN source_pacing pc ON pc.source = s.source AND pc.not_before > now()
+LEFT JOIN sync_resyncs rs ON rs.source = s.source AND rs.status = 'open'
 LEFT JOIN LATERAL (
     SELECT * FROM sync_runs r WHERE r.source = s.source ORDER BY r.run_id DESC LIMIT 1
 ) r ON true
@@ -252,8 +316,8 @@ ORDER BY s.source
 
 RUNS = """
 SELECT run_id, source, mode, status, window_start, window_end, tracking_id, exports_done,
-       exports_total, chunks, orders, orders_changed, lines, bytes, started_at, finished_at,
-       finished_at - started_at AS duration, error
+       exports_total, resync_id, resumed_from, chunks, orders, orders_changed, lines, bytes,
+       started_at, finished_at, finished_at - started_at AS duration, error
 FROM sync_runs WHERE ($1::text IS NULL OR source = $1)
 ORDER BY run_id DESC LIMIT $2
 """

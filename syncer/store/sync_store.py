@@ -33,6 +33,28 @@ class InFlightExport:
     window_start: datetime
     window_end: datetime
     moves_watermark_to: datetime | None
+    resync_id: int | None = None
+    window_index: int | None = None
+
+
+@dataclass(frozen=True)
+class OpenResync:
+    """A full resync not finished: its windows and which of them (1-based) are merged."""
+
+    resync_id: int
+    window_start: datetime
+    window_end: datetime
+    windows: int
+    merged: frozenset[int]
+
+
+@dataclass(frozen=True)
+class NotBefore:
+    """No OR13 for the source before `until` (database clock), for `reason`."""
+
+    until: datetime
+    reason: str
+    seconds_left: float
 
 
 @dataclass(frozen=True)
@@ -60,6 +82,12 @@ class SourceStatus:
     export_in_flight: str | None
     orders_stored: int
     patches_pending: int
+    resumed_from: int | None = None
+    not_before: datetime | None = None
+    not_before_reason: str | None = None
+    resync_id: int | None = None
+    resync_windows: int | None = None
+    resync_windows_merged: int | None = None
 
 
 class ExportMerge:
@@ -108,6 +136,7 @@ class ExportMerge:
             received, changed = await conn.fetchrow(self._count, timeout=self._timeout)
             await conn.execute(self._empty)
             await conn.execute(q.CLOSE_EXPORT, tracking_id, "merged", None)
+            await conn.execute(q.CLOSE_COMPLETE_RESYNC, tracking_id)
             await conn.execute(
                 q.ADD_RUN_COUNTS, run_id, 1, chunks, received, changed, self._lines, bytes_read
             )
@@ -193,6 +222,8 @@ class SyncStore:
         window_start: datetime,
         window_end: datetime,
         moves_watermark_to: datetime | None,
+        resync_id: int | None = None,
+        window_index: int | None = None,
     ) -> None:
         """Store a tracking id the moment OR13 returns it, before any polling."""
         async with translated(), self._pool.acquire() as conn, conn.transaction():
@@ -205,9 +236,65 @@ class SyncStore:
                 window_start,
                 window_end,
                 moves_watermark_to,
+                resync_id,
+                window_index,
             )
             await conn.execute(q.RUN_TRACKING, run_id, tracking_id)
             await fence(conn, RUN, source)
+
+    async def not_before(self, source: str) -> NotBefore | None:
+        """The source's pause, if it is not over (database clock)."""
+        async with translated("reading source_pacing"):
+            row = await self._pool.fetchrow(q.GET_NOT_BEFORE, source)
+        if row is None:
+            return None
+        left = (row["not_before"] - row["db_now"]).total_seconds()
+        return NotBefore(row["not_before"], row["reason"], left)
+
+    async def set_not_before(self, source: str, seconds: float, reason: str) -> datetime:
+        """No OR13 for the source for `seconds` from now (database clock); returns until when."""
+        async with translated("writing source_pacing"):
+            until: datetime = await self._pool.fetchval(q.SET_NOT_BEFORE, source, seconds, reason)
+            return until
+
+    async def seconds_since_export(self, source: str, mode: str) -> float | None:
+        """Seconds since the source's last OR13 of this mode that Mirakl accepted (None: never)."""
+        async with translated("reading sync_exports"):
+            value: float | None = await self._pool.fetchval(q.SECONDS_SINCE_EXPORT, source, mode)
+            return value
+
+    async def open_resync(self, source: str) -> OpenResync | None:
+        async with translated("reading sync_resyncs"):
+            row = await self._pool.fetchrow(q.OPEN_RESYNC, source)
+            if row is None:
+                return None
+            merged = await self._pool.fetch(q.MERGED_WINDOWS, row["resync_id"])
+        return OpenResync(**dict(row), merged=frozenset(r["window_index"] for r in merged))
+
+    async def begin_resync(
+        self, source: str, window_start: datetime, window_end: datetime, windows: int
+    ) -> int:
+        """Record a new full resync; one still open for the source is abandoned."""
+        async with (
+            translated("recording the resync"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            await conn.execute(q.ABANDON_RESYNCS, source)
+            resync_id: int = await conn.fetchval(
+                q.BEGIN_RESYNC, source, window_start, window_end, windows
+            )
+            await fence(conn, RUN, source)
+            return resync_id
+
+    async def finish_resync(self, resync_id: int) -> None:
+        async with translated("closing the resync"):
+            await self._pool.execute(q.FINISH_RESYNC, resync_id)
+
+    async def note_resync(self, run_id: int, resync_id: int, resumed_from: int | None) -> None:
+        """The run's row says which resync it works on, and from which window it went on."""
+        async with translated():
+            await self._pool.execute(q.RUN_RESYNC, run_id, resync_id, resumed_from)
 
     async def adopt_export(self, tracking_id: str, run_id: int) -> None:
         """Make a run the owner of an export a previous run left in flight."""
@@ -311,4 +398,12 @@ def _status_fields(row: Any) -> dict[str, Any]:
     return fields
 
 
-__all__ = ["DatabaseError", "InFlightExport", "MergeResult", "SourceStatus", "SyncStore"]
+__all__ = [
+    "DatabaseError",
+    "InFlightExport",
+    "MergeResult",
+    "NotBefore",
+    "OpenResync",
+    "SourceStatus",
+    "SyncStore",
+]
