@@ -158,6 +158,7 @@ batch_orders = 25
 min_interval_seconds = 0.3
 
 [service]
+metrics_host = "127.0.0.1"
 metrics_port = {metrics_port}
 
 [http]

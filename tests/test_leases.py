@@ -350,9 +350,6 @@ async def test_readyz_answers_503_quickly_while_the_database_is_locked(
         api_key=sim_state.config.api_key,
         metrics_port=port,
     )
-    path.write_text(
-        path.read_text().replace("metrics_port", 'metrics_host = "127.0.0.1"\nmetrics_port')
-    )
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "syncer", "--config", str(path), "run",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

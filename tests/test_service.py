@@ -57,9 +57,6 @@ async def test_run_serves_metrics_health_and_readiness(
         api_key=sim_state.config.api_key,
         metrics_port=port,
     )
-    path.write_text(
-        path.read_text().replace("metrics_port", 'metrics_host = "127.0.0.1"\nmetrics_port')
-    )
     await pool.execute(
         "INSERT INTO order_patches (source, order_id, patch) VALUES ('shop', 'Order_X-A', '{\"bad\": 1}')"
     )
