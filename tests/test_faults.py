@@ -16,6 +16,7 @@ import pytest
 from syncer.commands import run_source
 from syncer.config import Config, HttpConfig
 from syncer.errors import ChunkInvalid, MiraklUnavailable, StreamBroken, SyncerError
+from syncer.pipeline.window import settled_watermark
 from syncer.simulator import SimulatorConfig, SimulatorState, serve
 from syncer.simulator.app import SimExport
 from syncer.store.sync_store import SyncStore
@@ -142,7 +143,7 @@ async def test_fault_ends_in_truth_or_a_loud_failure_then_truth(
         summary = await run_source(config, store, source, "differential")
         assert summary.status == "succeeded"
     await assert_matches_truth(pool, sim_state)
-    assert await store.watermark("shop") == summary.window.end
+    assert await store.watermark("shop") == settled_watermark(summary.window.end)
     assert await store.in_flight_export("shop") is None
 
 
@@ -203,7 +204,7 @@ async def test_empty_export_completes_and_moves_the_watermark(
     assert first.chunks == 0 and first.orders == 0
     second = await run_source(config, store, config.sources[0], "differential")
     assert second.chunks == 0
-    assert await store.watermark("shop") == second.window.end
+    assert await store.watermark("shop") == settled_watermark(second.window.end)
 
 
 async def test_duplicates_across_chunks_keep_the_newest(

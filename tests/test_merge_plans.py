@@ -90,7 +90,7 @@ async def test_a_batch_reads_only_its_own_staged_rows(pool: asyncpg.Pool) -> Non
 
         for sql, args in (
             (q.FILL_INCOMING, (1, 5)),
-            (q.UPSERT_ORDERS, (1, "shop", 5)),
+            (q.UPSERT_ORDERS, (1, "shop", 5, None)),
             (q.INSERT_CHANGED_LINES, ("shop", 1, 5)),
         ):
             shown = await plan(conn, q.on_staging(sql, 1), *args)

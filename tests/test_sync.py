@@ -14,8 +14,9 @@ from syncer.commands import run_source
 from syncer.config import Config, ExportConfig
 from syncer.dates import parse_instant, utc_now
 from syncer.errors import AuthRefused, ConfigError, ExportFailed, MiraklUnavailable, RunSkipped
+from syncer.pipeline.window import settled_watermark
 from syncer.simulator import SimulatorState
-from syncer.simulator.orders import iso
+from syncer.simulator.orders import iso, touch_order
 from syncer.store.sync_store import SyncStore
 from tests.truth import assert_matches_truth, staging_left
 
@@ -44,7 +45,7 @@ async def test_full_resync_then_differentials_equal_the_truth(
         assert diff.mode == "differential" and diff.exports == 1
         assert diff.orders_changed >= 55
         await assert_matches_truth(pool, sim_state)
-    assert await store.watermark("shop") == diff.window.end
+    assert await store.watermark("shop") == settled_watermark(diff.window.end)
 
 
 async def test_repeat_runs_are_idempotent(
@@ -287,7 +288,7 @@ async def test_differential_window_starts_overlap_before_watermark(
     assert mark is not None
     diff = await run_source(config, store, config.sources[0], "differential")
     assert diff.window.start == mark - timedelta(minutes=7)
-    assert await store.watermark("shop") == diff.window.end
+    assert await store.watermark("shop") == settled_watermark(diff.window.end)
     # a change stamped inside the overlap (a late writer on Mirakl's side) is still caught
     order = next(iter(sim_state.orders.values()))
     order["last_updated_date"] = iso(diff.window.end - timedelta(minutes=3))
@@ -298,3 +299,27 @@ async def test_differential_window_starts_overlap_before_watermark(
     )
     assert row["order_state"] == "CLOSED"
     assert row["last_updated_date"] == parse_instant(order["last_updated_date"])
+
+
+async def test_an_update_in_the_window_ends_second_stays_above_the_watermark(
+    make_config: Callable[..., Config],
+    store: SyncStore,
+    pool: asyncpg.Pool,
+    sim_state: SimulatorState,
+) -> None:
+    """Mirakl stamps whole seconds: an order updated after the export was cut, in the same
+    second as the window's end, carries a date at or before that end. The watermark stops
+    before that second, so it never claims the order; the next run brings it."""
+    sim_state.seed_orders(20, days=5)
+    config = make_config()
+    await run_source(config, store, config.sources[0], "full")
+    diff = await run_source(config, store, config.sources[0], "differential")
+    order_id = next(iter(sim_state.orders))
+    touch_order(sim_state.rng, sim_state.orders[order_id], diff.window.end)
+    sim_state.changed(order_id)
+    stamped = parse_instant(sim_state.orders[order_id]["last_updated_date"])
+    assert stamped <= diff.window.end, "the same second as the window's end"
+    mark = await store.watermark("shop")
+    assert mark is not None and mark < stamped, "the watermark claims an order it never saw"
+    await run_source(config, store, config.sources[0], "differential")
+    await assert_matches_truth(pool, sim_state)

@@ -34,7 +34,7 @@ from syncer.errors import (
 )
 from syncer.log import get_logger, log_context
 from syncer.pipeline.chunks import ChunkFormatError, OrderSplitter, ParsedOrder, parse_order
-from syncer.pipeline.window import Window, differential_window, full_windows
+from syncer.pipeline.window import Window, differential_window, full_windows, settled_watermark
 from syncer.redact import redact_url, scrub
 
 TERMINAL_FAILURES = ("FAILED", "CANCELED")
@@ -507,6 +507,7 @@ class SyncRun:
         The merge runs in one transaction on its own connection: the export becomes
         visible, with the watermark moved, only when the last batch is in.
         """
+        watermark_to = settled_watermark(job.moves_watermark_to) if job.moves_watermark_to else None
         try:
             stage_started = time.monotonic()
             urls = await self._wait_completed(tracking_id)
@@ -522,7 +523,7 @@ class SyncRun:
                     tracking_id=tracking_id,
                     chunks=len(urls),
                     bytes_read=counter.bytes,
-                    watermark_to=job.moves_watermark_to,
+                    watermark_to=watermark_to,
                 )
         except ExportTimeout:
             raise  # still running on Mirakl's side: the next run resumes it
@@ -543,7 +544,7 @@ class SyncRun:
             orders=result.orders_received,
             orders_changed=result.orders_changed,
             lines=result.lines_written,
-            watermark_to=job.moves_watermark_to.isoformat() if job.moves_watermark_to else None,
+            watermark_to=watermark_to.isoformat() if watermark_to else None,
         )
 
     async def _stream_and_merge(

@@ -18,6 +18,19 @@ class Window:
         return f"{self.start.isoformat()}..{self.end.isoformat()}"
 
 
+def settled_watermark(window_end: datetime) -> datetime:
+    """Where the watermark may move once an export ending at `window_end` is merged: just
+    before the second that holds `window_end`.
+
+    Mirakl stamps `last_updated_date` in whole seconds. An order updated later in the same
+    second as the window's end, after the export was cut, carries a date at or before
+    `window_end` without being in the export; a watermark at `window_end` would claim it.
+    Every date before that second belongs to an update made before `window_end`, so it is in
+    the export. (The next window starts `overlap` earlier and brings such an order anyway.)
+    """
+    return window_end.replace(microsecond=0) - timedelta(microseconds=1)
+
+
 def differential_window(watermark: datetime, now: datetime, overlap: timedelta) -> Window:
     """`[watermark - overlap, now]`: the overlap catches updates stamped late or by a skewed clock."""
     return Window(min(watermark - overlap, now), now)
