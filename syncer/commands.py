@@ -251,8 +251,8 @@ def status_record(
 
 def format_status(records: list[dict[str, Any]]) -> str:
     """An aligned table, one row per source."""
-    header = ("SOURCE", "WATERMARK", "LAG", "STALLED", "LAST RUN", "RESULT", "ORDERS",
-              "DURATION", "LAST SUCCESS", "LAST RESCAN", "STORED", "IN FLIGHT",
+    header = ("SOURCE", "WATERMARK", "LAG", "LAST RUN", "RESULT", "ORDERS", "DURATION",
+              "STALLED", "LAST SUCCESS", "LAST RESCAN", "STORED", "IN FLIGHT",
               "NEXT RUN (EST.)", "NOT BEFORE", "RESYNC", "PATCHES", "ERROR")  # fmt: skip
     rows = []
     for r in records:
@@ -262,11 +262,11 @@ def format_status(records: list[dict[str, Any]]) -> str:
                 r["source"],
                 moment(r["watermark"]) if r["watermark"] else "never",
                 human_duration(r["lag_seconds"]),
-                "STALLED" if r["stalled"] else "-",
                 f"{run['run_id']} {run['mode']}" if run else "-",
                 run.get("result") or "-",
                 f"{run['orders']} ({run['orders_changed']} changed)" if run else "-",
                 human_duration(run.get("duration_seconds")),
+                "STALLED" if r["stalled"] else "-",
                 moment(r["last_success"]) if r["last_success"] else "never",
                 _rescan_cell(r["last_rescan"]),
                 str(r["orders_stored"]),
