@@ -1,4 +1,4 @@
-"""Command line: migrate, sync, resync, status, run, simulator, demo.
+"""Command line: migrate, sync, resync, rescan, status, run, simulator, demo.
 
 Every SyncerError becomes one line on stderr and a non-zero exit code:
 1 run failed, 2 bad config or arguments, 3 skipped (another run holds the lock, or Mirakl's
@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start over instead of going on from an unfinished resync's first unmerged window",
     )
+    rescan = commands.add_parser(
+        "rescan",
+        parents=[common],
+        help="re-export the last export.rescan_days days and load what earlier exports missed",
+    )
+    rescan.add_argument("--source", help="only this source")
     push = commands.add_parser("push", parents=[common], help="send queued order patches (OR04)")
     push.add_argument("--source", help="only this source")
     status = commands.add_parser(
@@ -172,6 +178,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         "runs": lambda: commands.runs(config, args.source, args.limit, args.json),
         "config": lambda: commands.check_config(config),
         "push": lambda: commands.push(config, args.source),
+        "rescan": lambda: commands.rescan(config, args.source),
         "run": lambda: commands.serve(config),
     }
     return await handlers[command]()

@@ -154,6 +154,11 @@ async def resync(
     return await _sync_each(config, name, "full", since, restart)
 
 
+async def rescan(config: Config, name: str | None) -> int:
+    """A re-scan per source now: what it corrected is in the summary line."""
+    return await _sync_each(config, name, "rescan", None)
+
+
 async def _sync_each(
     config: Config, name: str | None, mode: str, since: datetime | None, restart: bool = False
 ) -> int:
@@ -185,8 +190,12 @@ async def push(config: Config, name: str | None) -> int:
     return await _for_each_source(config, name, "push", one)
 
 
-def status_record(row: SourceStatus, source: SourceConfig, now: datetime) -> dict[str, Any]:
-    """One source's status as data (for --json and the table)."""
+def status_record(
+    row: SourceStatus, source: SourceConfig, now: datetime, stale_after_minutes: float = 60.0
+) -> dict[str, Any]:
+    """One source's status as data (for --json and the table). `last_run` is the last attempt
+    that has a run row, whatever its result; `last_success` is the last one that succeeded
+    (None and `never_succeeded`: none ever did)."""
     duration = (row.finished_at - row.started_at) if row.finished_at and row.started_at else None
     next_run = None
     if row.started_at is not None:
@@ -211,6 +220,18 @@ def status_record(row: SourceStatus, source: SourceConfig, now: datetime) -> dic
             "error": row.error,
             "resumed_from": row.resumed_from,
         },
+        "last_success": row.last_success,
+        "never_succeeded": row.last_success is None,
+        "watermark_moved_at": row.watermark_moved_at,
+        "stalled": row.stalled(now, stale_after_minutes),
+        "last_rescan": None
+        if row.rescan_run_id is None
+        else {
+            "run_id": row.rescan_run_id,
+            "result": row.rescan_result,
+            "corrected": row.rescan_corrected,
+            "finished_at": row.rescan_finished_at,
+        },
         "export_in_flight": row.export_in_flight,
         "next_run_estimate": next_run,
         "orders_stored": row.orders_stored,
@@ -231,8 +252,8 @@ def status_record(row: SourceStatus, source: SourceConfig, now: datetime) -> dic
 def format_status(records: list[dict[str, Any]]) -> str:
     """An aligned table, one row per source."""
     header = ("SOURCE", "WATERMARK", "LAG", "LAST RUN", "RESULT", "ORDERS", "DURATION",
-              "STORED", "IN FLIGHT", "NEXT RUN (EST.)", "NOT BEFORE", "RESYNC", "PATCHES",
-              "ERROR")  # fmt: skip
+              "STALLED", "LAST SUCCESS", "LAST RESCAN", "STORED", "IN FLIGHT",
+              "NEXT RUN (EST.)", "NOT BEFORE", "RESYNC", "PATCHES", "ERROR")  # fmt: skip
     rows = []
     for r in records:
         run = r["last_run"] or {}
@@ -245,6 +266,9 @@ def format_status(records: list[dict[str, Any]]) -> str:
                 run.get("result") or "-",
                 f"{run['orders']} ({run['orders_changed']} changed)" if run else "-",
                 human_duration(run.get("duration_seconds")),
+                "STALLED" if r["stalled"] else "-",
+                moment(r["last_success"]) if r["last_success"] else "never",
+                _rescan_cell(r["last_rescan"]),
                 str(r["orders_stored"]),
                 r["export_in_flight"] or "-",
                 moment(r["next_run_estimate"]),
@@ -259,12 +283,21 @@ def format_status(records: list[dict[str, Any]]) -> str:
     return format_table(header, rows)
 
 
+def _rescan_cell(rescan: dict[str, Any] | None) -> str:
+    if rescan is None:
+        return "-"
+    if rescan["result"] != "succeeded":
+        return f"{moment(rescan['finished_at'])} {rescan['result']}"
+    return f"{moment(rescan['finished_at'])} corrected {rescan['corrected']}"
+
+
 async def status(config: Config, as_json: bool = False) -> int:
     async with open_store(config) as store:
         rows = await store.status([s.name for s in config.sources])
     now = utc_now()
     records = [
-        status_record(row, source, now) for row, source in zip(rows, config.sources, strict=True)
+        status_record(row, source, now, config.service.stale_after_minutes)
+        for row, source in zip(rows, config.sources, strict=True)
     ]
     print(to_json(records) if as_json else format_status(records))
     return 0

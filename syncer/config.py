@@ -73,6 +73,10 @@ class ExportConfig:
     # resync / two differential OR13 of a source, at least this long (0: no spacing).
     full_export_spacing_minutes: float = 5.0
     differential_spacing_minutes: float = 5.0
+    # The re-scan: every this many hours (`syncer run`; 0: never), a differential export of
+    # the last `rescan_days` days up to the watermark loads what earlier exports missed.
+    rescan_interval_hours: float = 24.0
+    rescan_days: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,8 @@ class ServiceConfig:
     metrics_port: int = 9108  # /metrics, /healthz, /readyz of `syncer run`; 0 turns them off
     max_concurrent_runs: int = 4  # sync runs of `syncer run` at once (the others wait)
     max_concurrent_pushes: int = 2  # OR04 pushes at once, apart from the runs
+    # A watermark that has not moved for this long while runs succeed is reported stalled.
+    stale_after_minutes: float = 60.0
 
 
 def pool_size_needed(service: ServiceConfig) -> int:
@@ -251,6 +257,8 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
             "run_timeout_minutes",
             "full_export_spacing_minutes",
             "differential_spacing_minutes",
+            "rescan_interval_hours",
+            "rescan_days",
         },
     )
     export = ExportConfig(
@@ -273,6 +281,10 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
         differential_spacing_minutes=_number(
             ex, "export.differential_spacing_minutes", 5.0, minimum=0.0, maximum=1440
         ),
+        rescan_interval_hours=_number(
+            ex, "export.rescan_interval_hours", 24.0, minimum=0.0, maximum=8760
+        ),
+        rescan_days=_number(ex, "export.rescan_days", 3.0, minimum=0.01, maximum=365),
     )
 
     ht = _table(data, "http")
@@ -342,7 +354,13 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
     _reject_unknown(
         sv,
         "service.",
-        {"metrics_host", "metrics_port", "max_concurrent_runs", "max_concurrent_pushes"},
+        {
+            "metrics_host",
+            "metrics_port",
+            "max_concurrent_runs",
+            "max_concurrent_pushes",
+            "stale_after_minutes",
+        },
     )
     port = _opt(sv, "service.metrics_port", int)
     if port is not None and not 0 <= port <= 65535:
@@ -352,6 +370,9 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
         metrics_port=9108 if port is None else port,
         max_concurrent_runs=_int_range(sv, "service.max_concurrent_runs", 1, 256) or 4,
         max_concurrent_pushes=_int_range(sv, "service.max_concurrent_pushes", 1, 256) or 2,
+        stale_after_minutes=_number(
+            sv, "service.stale_after_minutes", 60.0, minimum=1.0, maximum=10080
+        ),
     )
     needed = pool_size_needed(service)
     if database.pool_size is not None and database.pool_size < needed:

@@ -39,6 +39,7 @@ def build_health_app(
     scheduler_running: Callable[[], bool],
     *,
     liveness: LivenessLike | None = None,
+    stale_after_minutes: float = 60.0,
 ) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         """No database here: the scheduler runs, the event loop ticks, jobs progress."""
@@ -81,9 +82,11 @@ def build_health_app(
     async def metrics_page(request: web.Request) -> web.Response:
         try:
             async with asyncio.timeout(METRICS_READ_TIMEOUT_SECONDS):
-                watermarks, last_success = await store.freshness(sources)
+                fresh = await store.freshness(sources, stale_after_minutes)
                 backlog = await OutboxStore(store.control).backlog(sources)
-            metrics.refresh_state(utc_now(), watermarks, last_success, backlog, sources)
+            metrics.refresh_state(
+                utc_now(), fresh.watermarks, fresh.last_success, backlog, sources, fresh.stalled
+            )
         except (SyncerError, TimeoutError):
             # The counters are still worth serving; the lag grows from the last watermark
             # read and syncer_state_fresh says 0. /readyz reports the database.

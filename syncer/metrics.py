@@ -80,6 +80,25 @@ class Metrics:
             ["source", "status"],
             registry=r,
         )
+        self.rescan_corrections = Counter(
+            "syncer_rescan_corrections",
+            "Orders a re-scan loaded that the mirror had missed or held stale",
+            ["source"],
+            registry=r,
+        )
+        self.never_succeeded = Gauge(
+            "syncer_source_never_succeeded",
+            "1 while the source has no successful run at all",
+            ["source"],
+            registry=r,
+        )
+        self.stalled = Gauge(
+            "syncer_watermark_stalled",
+            "1 when the watermark has not moved for service.stale_after_minutes although runs "
+            "started since have succeeded",
+            ["source"],
+            registry=r,
+        )
         self.push_calls = Counter("syncer_push_calls", "OR04 calls made", ["source"], registry=r)
         self.patches = Counter(
             "syncer_patches", "Order patches settled", ["source", "result"], registry=r
@@ -94,6 +113,8 @@ class Metrics:
         self.orders_changed.labels(source).inc(summary.orders_changed)
         self.lines.labels(source).inc(summary.lines)
         self.bytes.labels(source).inc(summary.bytes)
+        if summary.mode == "rescan" and summary.status == "succeeded":
+            self.rescan_corrections.labels(source).inc(summary.orders_changed)
         self.duration.labels(source, summary.mode).observe(summary.duration_s)
         for stage, seconds in summary.stage_seconds.items():
             self.stage.labels(source, stage).observe(seconds)
@@ -117,8 +138,11 @@ class Metrics:
         last_success: dict[str, datetime | None],
         backlog: dict[str, dict[str, int]],
         sources: Sequence[str],
+        stalled: dict[str, bool] | None = None,
     ) -> None:
         for source in sources:
+            self.never_succeeded.labels(source).set(0 if last_success.get(source) else 1)
+            self.stalled.labels(source).set(1 if (stalled or {}).get(source) else 0)
             watermark = watermarks.get(source)
             if watermark is not None:
                 self._watermarks[source] = watermark

@@ -1,5 +1,6 @@
-"""The long-running service: per source, a differential sync every `interval_minutes` and an
-OR04 push every `push.interval_seconds` (APScheduler 3.x), the /metrics, /healthz and
+"""The long-running service: per source, a differential sync every `interval_minutes`, a
+re-scan every `export.rescan_interval_hours` and an OR04 push every `push.interval_seconds`
+(APScheduler 3.x), the /metrics, /healthz and
 /readyz endpoints, and a clean shutdown on SIGTERM/SIGINT."""
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | No
             liveness.progressed()
             return describe_summary(await run_source(config, store, source, "differential"))
 
+    async def rescan(source: SourceConfig) -> str:
+        async with run_slots:
+            liveness.progressed()
+            return describe_summary(await run_source(config, store, source, "rescan"))
+
     async def push(source: SourceConfig) -> str | None:
         async with push_slots:
             liveness.progressed()
@@ -85,6 +91,16 @@ async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | No
                 args=[source],
                 id=f"{kind}:{source.name}",
                 next_run_time=datetime.now(UTC),
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
+        if config.export.rescan_interval_hours > 0:  # first one an interval after the start
+            scheduler.add_job(
+                tracked("rescan", rescan),
+                IntervalTrigger(hours=config.export.rescan_interval_hours, timezone=UTC),
+                args=[source],
+                id=f"rescan:{source.name}",
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=None,
@@ -167,7 +183,12 @@ async def _start_endpoints(
 ) -> None:
     host, port = config.service.metrics_host, config.service.metrics_port
     app = build_health_app(
-        store, [s.name for s in config.sources], METRICS, scheduler_running, liveness=liveness
+        store,
+        [s.name for s in config.sources],
+        METRICS,
+        scheduler_running,
+        liveness=liveness,
+        stale_after_minutes=config.service.stale_after_minutes,
     )
     try:
         bound = await stack.enter_async_context(serve_health(app, host, port))

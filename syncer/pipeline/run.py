@@ -308,6 +308,8 @@ class SyncRun:
                 f"({paused.reason})"
             )
         in_flight = await self.store.in_flight_export(name)
+        if mode == "rescan":
+            return await self._rescan_plan(in_flight)
         if (
             mode == "differential"
             and in_flight is not None
@@ -354,6 +356,29 @@ class SyncRun:
             )
         return _Plan(jobs, "full", resync_id)
 
+    async def _rescan_plan(self, in_flight: InFlightLike | None) -> _Plan:
+        """One differential export of the last `export.rescan_days` days up to the watermark,
+        merged through the same version guard, that moves no watermark: every order it
+        changes is one the mirror had missed or held stale (a correction)."""
+        name = self.source.name
+        if in_flight is not None:
+            raise RunDeferred(
+                f"source {name}: export {in_flight.tracking_id} is in flight; "
+                "the next sync loads it, the re-scan waits for the next time"
+            )
+        if await self.store.open_resync(name) is not None:
+            raise RunDeferred(
+                f"source {name}: a full resync is unfinished (it reloads every order); "
+                "the re-scan waits for it to end"
+            )
+        watermark = await self.store.watermark(name)
+        if watermark is None:
+            raise RunDeferred(f"source {name}: never synced (no watermark): nothing to re-scan")
+        await self._check_differential_spacing()
+        end = min(watermark, self.clock())
+        window = Window(end - timedelta(days=self.export.rescan_days), end)
+        return _Plan([ExportJob(window, "rescan", None)], "rescan")
+
     async def _rest_of_resync(
         self, resync: ResyncLike, in_flight: InFlightLike | None
     ) -> _Plan | None:
@@ -392,7 +417,12 @@ class SyncRun:
         """RunDeferred if the source's last differential OR13 is more recent than
         export.differential_spacing_minutes (Mirakl: one every 5 min at most)."""
         spacing_s = self.export.differential_spacing_minutes * 60
-        since_s = await self.store.seconds_since_export(self.source.name, "differential")
+        # A re-scan's OR13 is a differential export too.
+        since = [
+            await self.store.seconds_since_export(self.source.name, kind)
+            for kind in ("differential", "rescan")
+        ]
+        since_s = min((s for s in since if s is not None), default=None)
         if spacing_s > 0 and since_s is not None and since_s < spacing_s:
             raise RunDeferred(
                 f"source {self.source.name}: the last differential export was requested "
@@ -449,6 +479,13 @@ class SyncRun:
         await self.store.finish_run(run_id, "succeeded")
         await self._drop_staging(run_id)
         self._finished(summary)
+        if summary.mode == "rescan" and summary.orders_changed:
+            log.warning(
+                "rescan_corrected",
+                corrected=summary.orders_changed,
+                orders=summary.orders,
+                window=str(overall),
+            )
         log.info(
             "run_finished",
             exports=summary.exports,

@@ -120,6 +120,9 @@ class SimulatorState:
         # twice in one export, an older version after a newer one.
         self.replayed_versions: list[dict[str, Any]] = []
         self.anonymized: set[str] = set()  # orders whose customer was anonymized (AN01)
+        # A silent loss: each of these orders is left out of the next export that would hold
+        # it (then forgotten), with nothing to tell that export is incomplete.
+        self.drop_from_next_export: set[str] = set()
         self.or04_batches: list[
             tuple[float, int]
         ] = []  # (monotonic time, orders) per accepted call
@@ -564,6 +567,7 @@ def _select(
     delta_seconds: float,
 ) -> list[bytes]:
     chosen = []
+    dropped = set()
     for order in state.orders.values():
         exported = state.exported(order)
         if created is not None and not created[0] <= exported.created <= created[1]:
@@ -572,7 +576,11 @@ def _select(
             updated[0] - timedelta(seconds=delta_seconds) <= exported.updated <= updated[1]
         ):
             continue
+        if order["order_id"] in state.drop_from_next_export:
+            dropped.add(order["order_id"])
+            continue
         chosen.append(exported.body)
+    state.drop_from_next_export -= dropped  # left out of this export only
     return chosen
 
 

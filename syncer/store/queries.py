@@ -276,7 +276,9 @@ ON CONFLICT (source, order_line_id) DO UPDATE SET
 SET_WATERMARK = """
 INSERT INTO sync_state (source, watermark, updated_at) VALUES ($1, $2, now())
 ON CONFLICT (source) DO UPDATE SET watermark = GREATEST(sync_state.watermark, EXCLUDED.watermark),
-    updated_at = now()
+    updated_at = now(),
+    moved_at = CASE WHEN EXCLUDED.watermark > sync_state.watermark THEN now()
+                    ELSE sync_state.moved_at END
 """
 
 ADD_RUN_COUNTS = """
@@ -303,7 +305,10 @@ SELECT s.source, st.watermark, now() - st.watermark AS lag,
        pc.not_before, pc.reason AS not_before_reason,
        rs.resync_id, rs.windows AS resync_windows,
        (SELECT count(DISTINCT e.window_index) FROM sync_exports e
-            WHERE e.resync_id = rs.resync_id AND e.status = 'merged') AS resync_windows_merged
+            WHERE e.resync_id = rs.resync_id AND e.status = 'merged') AS resync_windows_merged,
+       st.moved_at AS watermark_moved_at, ok.last_success, ok.last_success_started,
+       rr.run_id AS rescan_run_id, rr.status AS rescan_result,
+       rr.orders_changed AS rescan_corrected, rr.finished_at AS rescan_finished_at
 FROM unnest($1::text[]) AS s(source)
 LEFT JOIN sync_state st ON st.source = s.source
 LEFT JOIN source_pacing pc ON pc.source = s.source AND pc.not_before > now()
@@ -311,6 +316,15 @@ LEFT JOIN sync_resyncs rs ON rs.source = s.source AND rs.status = 'open'
 LEFT JOIN LATERAL (
     SELECT * FROM sync_runs r WHERE r.source = s.source ORDER BY r.run_id DESC LIMIT 1
 ) r ON true
+LEFT JOIN LATERAL (
+    SELECT max(r.finished_at) AS last_success, max(r.started_at) AS last_success_started
+    FROM sync_runs r WHERE r.source = s.source AND r.status = 'succeeded'
+) ok ON true
+LEFT JOIN LATERAL (
+    SELECT * FROM sync_runs r WHERE r.source = s.source AND r.mode = 'rescan'
+        AND r.status <> 'running'
+    ORDER BY r.run_id DESC LIMIT 1
+) rr ON true
 ORDER BY s.source
 """
 
@@ -323,9 +337,12 @@ ORDER BY run_id DESC LIMIT $2
 """
 
 FRESHNESS = """
-SELECT s.source, st.watermark,
+SELECT s.source, st.watermark, st.moved_at,
        (SELECT max(finished_at) FROM sync_runs r WHERE r.source = s.source AND r.status = 'succeeded')
-           AS last_success
+           AS last_success,
+       (SELECT max(started_at) FROM sync_runs r WHERE r.source = s.source AND r.status = 'succeeded')
+           AS last_success_started,
+       now() AS db_now
 FROM unnest($1::text[]) AS s(source)
 LEFT JOIN sync_state st ON st.source = s.source
 """

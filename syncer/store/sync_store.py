@@ -88,6 +88,42 @@ class SourceStatus:
     resync_id: int | None = None
     resync_windows: int | None = None
     resync_windows_merged: int | None = None
+    watermark_moved_at: datetime | None = None  # when the watermark last moved forward
+    last_success: datetime | None = None  # end of the last successful run (None: never)
+    last_success_started: datetime | None = None
+    rescan_run_id: int | None = None  # the last re-scan that ended, and what it corrected
+    rescan_result: str | None = None
+    rescan_corrected: int | None = None
+    rescan_finished_at: datetime | None = None
+
+    def stalled(self, now: datetime, stale_after_minutes: float) -> bool:
+        return watermark_stalled(
+            self.watermark_moved_at, self.last_success_started, now, stale_after_minutes
+        )
+
+
+def watermark_stalled(
+    moved_at: datetime | None,
+    last_success_started: datetime | None,
+    now: datetime,
+    stale_after_minutes: float,
+) -> bool:
+    """The watermark has not moved for longer than `stale_after_minutes` although a run that
+    started after its last move succeeded: runs "work" but the mirror does not advance."""
+    if moved_at is None or last_success_started is None:
+        return False
+    return last_success_started > moved_at and now - moved_at > timedelta(
+        minutes=stale_after_minutes
+    )
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """Per source, what /metrics reports about staleness (database clock for `stalled`)."""
+
+    watermarks: dict[str, datetime | None]
+    last_success: dict[str, datetime | None]
+    stalled: dict[str, bool]
 
 
 class ExportMerge:
@@ -359,16 +395,21 @@ class SyncStore:
             await conn.execute(q.DROP_STAGING_QUICKLY)
             await conn.execute(q.on_staging(q.DROP_STAGING, run_id))
 
-    async def freshness(
-        self, sources: Sequence[str]
-    ) -> tuple[dict[str, datetime | None], dict[str, datetime | None]]:
-        """Per source: the watermark, and when the last successful run ended (on the control
-        pool, for /metrics: a work pool busy with runs cannot hold a scrape up)."""
+    async def freshness(self, sources: Sequence[str], stale_after_minutes: float) -> Freshness:
+        """Per source: the watermark, when the last successful run ended, and whether the
+        watermark is stalled (on the control pool, for /metrics: a work pool busy with runs
+        cannot hold a scrape up)."""
         async with translated("reading the watermarks"):
             rows = await self._control.fetch(q.FRESHNESS, list(sources))
-        return (
+        return Freshness(
             {r["source"]: r["watermark"] for r in rows},
             {r["source"]: r["last_success"] for r in rows},
+            {
+                r["source"]: watermark_stalled(
+                    r["moved_at"], r["last_success_started"], r["db_now"], stale_after_minutes
+                )
+                for r in rows
+            },
         )
 
     async def ping(self) -> int:
@@ -400,6 +441,7 @@ def _status_fields(row: Any) -> dict[str, Any]:
 
 __all__ = [
     "DatabaseError",
+    "Freshness",
     "InFlightExport",
     "MergeResult",
     "NotBefore",
