@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -14,10 +15,12 @@ import pytest
 
 from syncer.commands import run_source
 from syncer.config import Config
+from syncer.dates import utc_now
 from syncer.errors import RunDeferred
 from syncer.health import build_health_app, serve_health
 from syncer.metrics import METRICS, Metrics
 from syncer.simulator import SimulatorState
+from syncer.simulator.orders import iso_seconds
 from syncer.store.sync_store import SyncStore
 from tests.conftest import write_config
 from tests.test_cli import syncer
@@ -70,6 +73,11 @@ async def test_rescan_finds_an_order_a_differential_export_dropped(
     await run_source(config, store, source, "full")
     sim_state.update_orders(2)
     (missed,) = sim_state.create_orders(1)
+    # Seconds before the export's end: below the watermark, which stops short of the end's
+    # own second (an update in that second is the next differential's, not a correction).
+    created = utc_now() - timedelta(seconds=5)
+    for key in ("created_date", "last_updated_date"):
+        sim_state.orders[missed][key] = iso_seconds(created)
     sim_state.drop_from_next_export = {missed}
     differential = await run_source(config, store, source, "differential")
     assert differential.status == "succeeded"
