@@ -282,3 +282,24 @@ interval_seconds = 0.2
             _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode == 0, err.decode()[-3000:]
     assert "scheduled_lane_failed" not in err.decode()
+
+
+def test_fast_lane_config_defaults_and_refusals() -> None:
+    """[fast_lane] is off by default; unknown states and out-of-range numbers name the key."""
+    from syncer.config import parse_config
+    from syncer.errors import ConfigError
+
+    sources = [{"name": "shop", "base_url": "https://m.example", "api_key": "k"}]
+    default = parse_config({"sources": sources}, env={}).fast_lane
+    assert not default.enabled and default.interval_seconds == 60
+    assert default.states == ("WAITING_ACCEPTANCE", "SHIPPING") and default.max_pages == 10
+    for table, key in (
+        ({"states": ["WAITING"]}, "fast_lane.states"),
+        ({"states": []}, "fast_lane.states"),
+        ({"interval_seconds": 0}, "fast_lane.interval_seconds"),
+        ({"max_pages": 0}, "fast_lane.max_pages"),
+        ({"enabled": "yes"}, "fast_lane.enabled"),
+        ({"every": 1}, "fast_lane.every"),
+    ):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            parse_config({"sources": sources, "fast_lane": table}, env={})
