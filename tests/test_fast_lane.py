@@ -130,13 +130,17 @@ async def test_lane_never_regresses_a_newer_version_from_an_export(
     assert row == kept
 
 
+@pytest.mark.parametrize("link", [True, False], ids=["link", "offset"])
 async def test_lane_follows_pages_with_total_count_and_link(
+    link: bool,
     make_config: Callable[..., Config],
     store: SyncStore,
     sim_state: SimulatorState,
     db: asyncpg.Connection,
 ) -> None:
-    """250 waiting orders are read in three OR11 pages of 100 and all stored; others are not."""
+    """250 waiting orders are read in three OR11 pages of 100 (by the Link header, or by
+    offset and total_count without one) and all stored; others are not."""
+    sim_state.config.or11_link_header = link
     sim_state.seed_orders(40, days=5)
     others = [
         i for i, o in sim_state.orders.items() if o["order_state"] not in ("SHIPPING", WAITING)

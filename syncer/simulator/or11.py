@@ -80,7 +80,7 @@ def register_or11(app: web.Application, state: SimulatorState) -> None:
         body = b'{"orders":[' + b",".join(e.body for e in selected)
         body += b'],"total_count":%d}' % len(chosen)
         headers = {}
-        if offset + page < len(chosen):
+        if offset + page < len(chosen) and config.or11_link_header:
             following = request.url.update_query(offset=str(offset + page))
             headers["Link"] = f'<{following}>; rel="next"'
         return web.Response(body=body, content_type="application/json", headers=headers)
