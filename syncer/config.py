@@ -117,6 +117,16 @@ class PushConfig:
 
 
 @dataclass(frozen=True)
+class FastLaneConfig:
+    """OR11 between exports, for the orders someone must act on (docs/architecture.md)."""
+
+    enabled: bool = False  # opt-in: one more API call per source and interval
+    interval_seconds: float = 60.0  # Mirakl: OR11 at most once a minute per account
+    states: tuple[str, ...] = ("WAITING_ACCEPTANCE", "SHIPPING")
+    max_pages: int = 10  # of 100 orders; further behind, the rest is left to the export
+
+
+@dataclass(frozen=True)
 class SourceConfig:
     name: str
     base_url: str
@@ -146,6 +156,7 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    fast_lane: FastLaneConfig = field(default_factory=FastLaneConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     sources: tuple[SourceConfig, ...] = ()
     path: Path | None = None
@@ -188,7 +199,9 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
 
 def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None = None) -> Config:
     """Validate a TOML document already parsed into a dict."""
-    _reject_unknown(data, "", {"database", "export", "http", "push", "service", "sources"})
+    _reject_unknown(
+        data, "", {"database", "export", "http", "push", "fast_lane", "service", "sources"}
+    )
     base = path.parent if path else Path.cwd()
     db = _table(data, "database")
     _reject_unknown(
@@ -350,6 +363,8 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
         retry_max_seconds=retry_max,
     )
 
+    fast_lane = _fast_lane(_table(data, "fast_lane"))
+
     sv = _table(data, "service")
     _reject_unknown(
         sv,
@@ -394,9 +409,42 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
         export=export,
         http=http,
         push=push,
+        fast_lane=fast_lane,
         service=service,
         sources=sources,
         path=path,
+    )
+
+
+LANE_STATES = frozenset(
+    {
+        "STAGING", "WAITING_ACCEPTANCE", "WAITING_DEBIT", "WAITING_DEBIT_PAYMENT", "SHIPPING",
+        "SHIPPED", "TO_COLLECT", "RECEIVED", "CLOSED", "REFUSED", "CANCELED",
+    }
+)  # fmt: skip
+
+
+def _fast_lane(fl: dict[str, Any]) -> FastLaneConfig:
+    _reject_unknown(fl, "fast_lane.", {"enabled", "interval_seconds", "states", "max_pages"})
+    states = fl.get("states", list(FastLaneConfig.states))
+    if (
+        not isinstance(states, list)
+        or not states
+        or not all(isinstance(x, str) and x in LANE_STATES for x in states)
+    ):
+        raise ConfigError(
+            f"fast_lane.states: must be a non-empty list of order states "
+            f"({', '.join(sorted(LANE_STATES))})"
+        )
+    enabled = _opt(fl, "fast_lane.enabled", bool)
+    return FastLaneConfig(
+        enabled=bool(enabled),
+        # Mirakl allows OR11 once a minute; less is only for tests against the simulator.
+        interval_seconds=_number(
+            fl, "fast_lane.interval_seconds", 60.0, minimum=0.1, maximum=86400
+        ),
+        states=tuple(dict.fromkeys(states)),
+        max_pages=_int_range(fl, "fast_lane.max_pages", 1, 1000) or 10,
     )
 
 

@@ -1,6 +1,7 @@
 """The long-running service: per source, a differential sync every `interval_minutes`, a
-re-scan every `export.rescan_interval_hours` and an OR04 push every `push.interval_seconds`
-(APScheduler 3.x), the /metrics, /healthz and
+re-scan every `export.rescan_interval_hours`, an OR04 push every `push.interval_seconds` and,
+when enabled, a fast-lane OR11 pass every `fast_lane.interval_seconds` (APScheduler 3.x), the
+/metrics, /healthz and
 /readyz endpoints, and a clean shutdown on SIGTERM/SIGINT."""
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from syncer.store.sync_store import SyncStore
 async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | None = None) -> None:
     """Run the scheduled jobs until `stop` is set (or SIGTERM/SIGINT)."""
     from syncer.commands import describe_summary, push_source, run_source
+    from syncer.pipeline.fastlane import lane_source
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -40,6 +42,7 @@ async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | No
     # queue behind long loads. The work pool is sized for both (database.pool_size).
     run_slots = asyncio.Semaphore(config.service.max_concurrent_runs)
     push_slots = asyncio.Semaphore(config.service.max_concurrent_pushes)
+    lane_slots = asyncio.Semaphore(1)  # a fast-lane pass holds one connection, briefly
 
     def tracked(kind: str, work: Callable[[SourceConfig], Awaitable[str | None]]) -> Any:
         """A job that registers its task (so shutdown can cancel it) and logs its outcome."""
@@ -79,11 +82,19 @@ async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | No
             summary = await push_source(config, store.pool, source, store.leases)
         return summary.describe() if summary.calls or summary.rejected else None
 
+    async def lane(source: SourceConfig) -> str | None:
+        async with lane_slots:
+            liveness.progressed()
+            summary = await lane_source(config, store, source)
+        return summary.describe() if summary.orders_changed or summary.truncated else None
+
+    lane_every = IntervalTrigger(seconds=config.fast_lane.interval_seconds, timezone=UTC)
     scheduler = AsyncIOScheduler(timezone=UTC)
     for source in config.sources:
         for kind, work, trigger in (
             ("run", sync, IntervalTrigger(minutes=source.interval_minutes, timezone=UTC)),
             ("push", push, IntervalTrigger(seconds=config.push.interval_seconds, timezone=UTC)),
+            *((("lane", lane, lane_every),) if config.fast_lane.enabled else ()),
         ):
             scheduler.add_job(
                 tracked(kind, work),

@@ -44,6 +44,8 @@ NUMERIC_KEYS = [
     ("push", "max_patch_bytes"),
     ("push", "retry_base_seconds"),
     ("push", "retry_max_seconds"),
+    ("fast_lane", "interval_seconds"),
+    ("fast_lane", "max_pages"),
     ("service", "metrics_port"),
     ("service", "max_concurrent_runs"),
     ("service", "max_concurrent_pushes"),

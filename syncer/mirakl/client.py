@@ -62,6 +62,16 @@ _BUSY_MESSAGE = re.compile(
 
 
 @dataclass(frozen=True)
+class OrdersPage:
+    """One OR11 page: the answer's bytes (`{"orders": [...], "total_count": n}`, orders as
+    received), the total Mirakl counts for the query, and the next page's URL if it gave one."""
+
+    body: bytes
+    total_count: int
+    next_url: str | None
+
+
+@dataclass(frozen=True)
 class ExportStatus:
     status: str
     urls: tuple[str, ...]
@@ -156,6 +166,61 @@ class MiraklClient:
         last = answer.get("last_updated")
         return ExportStatus(answer["status"], tuple(urls), last if isinstance(last, str) else None)
 
+    async def list_orders(
+        self,
+        *,
+        states: tuple[str, ...] = (),
+        start_update: datetime | None = None,
+        max_per_page: int = 100,
+        offset: int = 0,
+        next_url: str | None = None,
+    ) -> OrdersPage:
+        """OR11: one page of orders in `states` updated since `start_update`, oldest created
+        first; or the page at `next_url` (a previous page's `Link rel="next"`).
+
+        A 429 raises RateLimited at once (the caller waits for its next pass: Mirakl allows
+        OR11 once a minute); 5xx and network errors are retried (a read)."""
+        if next_url is None:
+            query = {"max": str(max_per_page), "offset": str(offset), "sort": "dateCreated"}
+            query["order"] = "asc"
+            if states:
+                query["order_state_codes"] = ",".join(states)
+            if start_update is not None:
+                query["start_update_date"] = format_instant(start_update)
+            url = str(URL(self._source.base_url + ORDERS_PATH).update_query(query))
+            source_params = True
+        else:
+            url = next_url
+            source_params = "shop_id" not in URL(url).query
+
+        async def call() -> Any:
+            async with await self._send("GET", url, "OR11", source_params=source_params) as resp:
+                if resp.status == 429:
+                    retry_after = resp.headers.get("Retry-After")
+                    seconds = None if retry_after is None else parse_retry_after(retry_after, 1e9)
+                    raise RateLimited(
+                        "OR11 answered 429 (Mirakl allows it once a minute)",
+                        retry_after_seconds=seconds or 0.0,
+                    )
+                if resp.status != 200:
+                    await self._json_or_raise(resp, "OR11")  # raises
+                body = await resp.read()
+                link = resp.links.get("next")
+                following = str(resp.url.join(URL(str(link["url"])))) if link else None
+                return body, following
+
+        body, following = await self._with_retries("OR11", call, idempotent=True)
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise MiraklError("OR11 answered 200 with a body that is not JSON") from None
+        if not isinstance(answer, dict) or not isinstance(answer.get("orders"), list):
+            raise MiraklError("OR11 answered without an orders list")
+        total = answer.get("total_count")
+        if isinstance(total, bool) or not isinstance(total, int):
+            raise MiraklError("OR11 answered without a total_count")
+        return OrdersPage(body, total, following)
+
     async def patch_orders(self, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """OR04: patch up to 100 orders; one result per order (`updated` or `errors`).
 
@@ -237,10 +302,11 @@ class MiraklClient:
         *,
         body: bytes | None = None,
         client_timeout: aiohttp.ClientTimeout | None = None,
+        source_params: bool = True,
     ) -> aiohttp.ClientResponse:
         """One request, redirects followed here: the key and shop_id go only to the origin
         of base_url, and an https source never goes on over plain http."""
-        params: dict[str, str] | None = self._params
+        params: dict[str, str] | None = self._params if source_params else None
         secure = self._origin is not None and self._origin[0] == "https"
         for _hop in range(MAX_REDIRECTS + 1):
             secure = self._check_scheme(url, what, secure)

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import orjson
 from aiohttp import web
 
+from syncer.simulator.or11 import register_or11
 from syncer.simulator.orders import dumps, iso, iso_millis, make_order, touch_order
 
 MAX_RANGE = "one year"
@@ -47,6 +48,8 @@ class SimulatorConfig:
     or13_min_interval_seconds: float | None = None
     or13_retry_after_seconds: float | None = None
     or04_min_interval_seconds: float = 60.0  # OR04: at most one call a minute (429 otherwise)
+    or11_min_interval_seconds: float | None = 60.0  # OR11 listings: once a minute (429 otherwise)
+    or11_link_header: bool = True  # OR11 pages name the next one (Link rel="next"), or not
     or04_max_body_bytes: int | None = None  # OR04: a larger request body is refused with 413
     chunk_piece_delay_seconds: float = 0.0  # OR15: pause between 256 KB pieces (slow downloads)
     chunk_piece_bytes: int = 256 * 1024
@@ -469,6 +472,7 @@ def build_app(state: SimulatorState) -> web.Application:
     app.router.add_post("/_sim/advance", sim_advance)
     app.router.add_get("/_sim/stats", sim_stats)
     app.router.add_get("/_sim/orders", sim_orders)
+    register_or11(app, state)
     return app
 
 

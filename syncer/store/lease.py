@@ -66,7 +66,7 @@ WHERE source = $1 AND kind = $2 AND holder = $3 AND token = $4
 FOR SHARE
 """
 
-RUN, PUSH = "run", "push"
+RUN, PUSH, LANE = "run", "push", "lane"
 
 
 @dataclass(eq=False)
@@ -154,9 +154,8 @@ class LeaseKeeper:
             if token is None:
                 row = await conn.fetchrow(HELD_BY, source, kind)
         if token is None:
-            what = "run" if kind == RUN else "push"
             held = f" (lease of {row['holder']}, {row['left_s']:.0f}s left)" if row else ""
-            raise RunSkipped(f"source {source}: another {what} holds the lock; skipped{held}")
+            raise RunSkipped(f"source {source}: another {kind} holds the lock; skipped{held}")
         return Lease(
             source,
             kind,

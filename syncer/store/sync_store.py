@@ -136,16 +136,19 @@ class ExportMerge:
         source: str,
         timeout: float | None = None,
         shop_id: int | None = None,
+        staging: str | None = None,
     ) -> None:
+        """`staging`: the table the batches are in (default: the run's own)."""
         self._conn = conn
         self._shop_id = None if shop_id is None else str(shop_id)  # for orders without one
         self._timeout = timeout
         self._run_id = run_id
         self._source = source
         self._lines = 0
-        self._fill = q.on_staging(q.FILL_INCOMING, run_id)
-        self._upsert = q.on_staging(q.UPSERT_ORDERS, run_id)
-        self._insert_lines = q.on_staging(q.INSERT_CHANGED_LINES, run_id)
+        table = staging or q.staging_table(run_id)
+        self._fill = q.FILL_INCOMING.format(staging=table)
+        self._upsert = q.UPSERT_ORDERS.format(staging=table)
+        self._insert_lines = q.INSERT_CHANGED_LINES.format(staging=table)
         self._count = q.on_staging(q.COUNT_EXPORT, run_id)
         self._empty = q.on_staging(q.EMPTY_STAGING, run_id)
 
