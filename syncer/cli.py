@@ -1,8 +1,9 @@
-"""Command line: migrate, sync, resync, rescan, status, run, simulator, demo.
+"""Command line: migrate, sync, resync, rescan, audit, status, run, simulator, demo.
 
 Every SyncerError becomes one line on stderr and a non-zero exit code:
 1 run failed, 2 bad config or arguments, 3 skipped (another run holds the lock, or Mirakl's
-call frequency: a run deferred).
+call frequency: a run deferred). `syncer audit` exits 1 when a day's order count differs
+from Mirakl's (a finding: its line names the days).
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-export the last export.rescan_days days and load what earlier exports missed",
     )
     rescan.add_argument("--source", help="only this source")
+    audit = commands.add_parser(
+        "audit",
+        parents=[common],
+        help="compare the mirror's order count per day with Mirakl's (OR11); exit 1 on a mismatch",
+    )
+    audit.add_argument("--source", help="only this source")
     push = commands.add_parser("push", parents=[common], help="send queued order patches (OR04)")
     push.add_argument("--source", help="only this source")
     status = commands.add_parser(
@@ -179,6 +186,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         "config": lambda: commands.check_config(config),
         "push": lambda: commands.push(config, args.source),
         "rescan": lambda: commands.rescan(config, args.source),
+        "audit": lambda: commands.audit(config, args.source),
         "run": lambda: commands.serve(config),
     }
     return await handlers[command]()

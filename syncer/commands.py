@@ -21,6 +21,7 @@ from syncer.pipeline.run import RunSummary, SyncRun
 from syncer.progress import TerminalProgress
 from syncer.redact import redact_dsn, scrub
 from syncer.report import format_table, human_duration, moment, to_json
+from syncer.store.audit_store import AuditStore
 from syncer.store.db import CONTROL, CONTROL_POOL_SIZE, MIGRATE, Database, open_pool
 from syncer.store.lease import LeaseKeeper
 from syncer.store.migrate import migrate as apply_migrations
@@ -169,6 +170,33 @@ async def _sync_each(
     return await _for_each_source(config, name, "", one)
 
 
+async def audit(config: Config, name: str | None) -> int:
+    """A count audit per source now, one line each: exit 0 when every day matches, 1 when
+    a day differs (a finding, not a crash: the line names the days), 3 deferred (OR11's
+    429, or no watermark yet), else the error's code; the worst outcome wins."""
+    from syncer.pipeline.audit import audit_source
+
+    sources = config.select_sources(name)
+    for source in sources:
+        source.require_api_key()
+    outcomes: list[int] = []
+    async with open_store(config) as store:
+        for source in sources:
+            try:
+                summary = await audit_source(config, store, source)
+            except RunSkipped as exc:
+                print(f"{source.name}: audit skipped: {exc}")
+                outcomes.append(exc.exit_code)
+                continue
+            except SyncerError as exc:
+                print(f"{source.name}: audit failed: {scrub(str(exc))}")
+                outcomes.append(exc.exit_code)
+                continue
+            print(summary.describe())
+            outcomes.append({"ok": 0, "mismatch": 1}.get(summary.status, 3))
+    return max(outcomes, key=lambda code: (code == 1, code == 2, code)) if outcomes else 0
+
+
 async def push_source(
     config: Config,
     pool: asyncpg.Pool | Database,
@@ -252,7 +280,7 @@ def status_record(
 def format_status(records: list[dict[str, Any]]) -> str:
     """An aligned table, one row per source."""
     header = ("SOURCE", "WATERMARK", "LAG", "LAST RUN", "RESULT", "ORDERS", "DURATION",
-              "STALLED", "LAST SUCCESS", "LAST RESCAN", "STORED", "IN FLIGHT",
+              "STALLED", "LAST SUCCESS", "LAST RESCAN", "AUDIT", "STORED", "IN FLIGHT",
               "NEXT RUN (EST.)", "NOT BEFORE", "RESYNC", "PATCHES", "ERROR")  # fmt: skip
     rows = []
     for r in records:
@@ -269,6 +297,7 @@ def format_status(records: list[dict[str, Any]]) -> str:
                 "STALLED" if r["stalled"] else "-",
                 moment(r["last_success"]) if r["last_success"] else "never",
                 _rescan_cell(r["last_rescan"]),
+                _audit_cell(r.get("last_audit")),
                 str(r["orders_stored"]),
                 r["export_in_flight"] or "-",
                 moment(r["next_run_estimate"]),
@@ -291,14 +320,27 @@ def _rescan_cell(rescan: dict[str, Any] | None) -> str:
     return f"{moment(rescan['finished_at'])} corrected {rescan['corrected']}"
 
 
+def _audit_cell(audit: dict[str, Any] | None) -> str:
+    if audit is None:
+        return "-"
+    if audit["status"] == "mismatch":
+        return f"MISMATCH {audit['mismatched_days']} day(s)"
+    return f"{audit['status']} {moment(audit['finished_at'])}"
+
+
 async def status(config: Config, as_json: bool = False) -> int:
+    names = [s.name for s in config.sources]
     async with open_store(config) as store:
-        rows = await store.status([s.name for s in config.sources])
+        rows = await store.status(names)
+        audits = await AuditStore(store.pool).last_audits(names)
     now = utc_now()
     records = [
         status_record(row, source, now, config.service.stale_after_minutes)
         for row, source in zip(rows, config.sources, strict=True)
     ]
+    for record in records:
+        found = audits.get(record["source"])
+        record["last_audit"] = None if found is None else asdict(found)
     print(to_json(records) if as_json else format_status(records))
     return 0
 

@@ -127,6 +127,16 @@ class FastLaneConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """The count audit: per day, the mirror's orders against OR11's total_count."""
+
+    days: int = 7  # the last days audited, each up to the watermark
+    interval_hours: float = 24.0  # 0 = no scheduled audit
+    call_spacing_seconds: float = 60.0  # between OR11 calls (Mirakl: once a minute)
+    start_delta_seconds: float = 0.0  # Mirakl subtracts a delta from start_update_date
+
+
+@dataclass(frozen=True)
 class SourceConfig:
     name: str
     base_url: str
@@ -157,6 +167,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     push: PushConfig = field(default_factory=PushConfig)
     fast_lane: FastLaneConfig = field(default_factory=FastLaneConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     sources: tuple[SourceConfig, ...] = ()
     path: Path | None = None
@@ -200,7 +211,7 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
 def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None = None) -> Config:
     """Validate a TOML document already parsed into a dict."""
     _reject_unknown(
-        data, "", {"database", "export", "http", "push", "fast_lane", "service", "sources"}
+        data, "", {"database", "export", "http", "push", "fast_lane", "audit", "service", "sources"}
     )
     base = path.parent if path else Path.cwd()
     db = _table(data, "database")
@@ -364,6 +375,7 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
     )
 
     fast_lane = _fast_lane(_table(data, "fast_lane"))
+    audit = _audit(_table(data, "audit"))
 
     sv = _table(data, "service")
     _reject_unknown(
@@ -410,6 +422,7 @@ def parse_config(data: dict[str, Any], *, env: dict[str, str], path: Path | None
         http=http,
         push=push,
         fast_lane=fast_lane,
+        audit=audit,
         service=service,
         sources=sources,
         path=path,
@@ -422,6 +435,24 @@ LANE_STATES = frozenset(
         "SHIPPED", "TO_COLLECT", "RECEIVED", "CLOSED", "REFUSED", "CANCELED",
     }
 )  # fmt: skip
+
+
+def _audit(au: dict[str, Any]) -> AuditConfig:
+    _reject_unknown(
+        au,
+        "audit.",
+        {"days", "interval_hours", "call_spacing_seconds", "start_delta_seconds"},
+    )
+    return AuditConfig(
+        days=_int_range(au, "audit.days", 1, 90) or 7,
+        interval_hours=_number(au, "audit.interval_hours", 24.0, minimum=0.0, maximum=8760),
+        call_spacing_seconds=_number(
+            au, "audit.call_spacing_seconds", 60.0, minimum=0.0, maximum=3600
+        ),
+        start_delta_seconds=_number(
+            au, "audit.start_delta_seconds", 0.0, minimum=0.0, maximum=3600
+        ),
+    )
 
 
 def _fast_lane(fl: dict[str, Any]) -> FastLaneConfig:

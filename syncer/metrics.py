@@ -99,6 +99,13 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.audit_mismatched_days = Gauge(
+            "syncer_audit_mismatched_days",
+            "Days whose order count differs between the mirror and Mirakl (OR11) in the "
+            "source's last finished count audit",
+            ["source"],
+            registry=r,
+        )
         self.push_calls = Counter("syncer_push_calls", "OR04 calls made", ["source"], registry=r)
         self.patches = Counter(
             "syncer_patches", "Order patches settled", ["source", "result"], registry=r

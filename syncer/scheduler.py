@@ -1,5 +1,5 @@
 """The long-running service: per source, a differential sync every `interval_minutes`, a
-re-scan every `export.rescan_interval_hours`, an OR04 push every `push.interval_seconds` and,
+re-scan every `export.rescan_interval_hours`, a count audit every `audit.interval_hours`, an OR04 push every `push.interval_seconds` and,
 when enabled, a fast-lane OR11 pass every `fast_lane.interval_seconds` (APScheduler 3.x), the
 /metrics, /healthz and
 /readyz endpoints, and a clean shutdown on SIGTERM/SIGINT."""
@@ -28,6 +28,7 @@ from syncer.store.sync_store import SyncStore
 async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | None = None) -> None:
     """Run the scheduled jobs until `stop` is set (or SIGTERM/SIGINT)."""
     from syncer.commands import describe_summary, push_source, run_source
+    from syncer.pipeline.audit import audit_source
     from syncer.pipeline.fastlane import lane_source
 
     stop = stop or asyncio.Event()
@@ -88,6 +89,11 @@ async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | No
             summary = await lane_source(config, store, source)
         return summary.describe() if summary.orders_changed or summary.truncated else None
 
+    async def audit(source: SourceConfig) -> str:
+        async with lane_slots:  # OR11 and a connection, like the lane's passes
+            liveness.progressed()
+            return (await audit_source(config, store, source)).describe()
+
     lane_every = IntervalTrigger(seconds=config.fast_lane.interval_seconds, timezone=UTC)
     scheduler = AsyncIOScheduler(timezone=UTC)
     for source in config.sources:
@@ -106,16 +112,20 @@ async def run_service(config: Config, store: SyncStore, stop: asyncio.Event | No
                 coalesce=True,
                 misfire_grace_time=None,
             )
-        if config.export.rescan_interval_hours > 0:  # first one an interval after the start
-            scheduler.add_job(
-                tracked("rescan", rescan),
-                IntervalTrigger(hours=config.export.rescan_interval_hours, timezone=UTC),
-                args=[source],
-                id=f"rescan:{source.name}",
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
-            )
+        for kind, work, hours in (
+            ("rescan", rescan, config.export.rescan_interval_hours),
+            ("audit", audit, config.audit.interval_hours),
+        ):
+            if hours > 0:  # first one an interval after the start
+                scheduler.add_job(
+                    tracked(kind, work),
+                    IntervalTrigger(hours=hours, timezone=UTC),
+                    args=[source],
+                    id=f"{kind}:{source.name}",
+                    max_instances=1,
+                    coalesce=True,
+                    misfire_grace_time=None,
+                )
     async with AsyncExitStack() as stack:
         stack.push_async_callback(liveness.stop)
         liveness.start()

@@ -174,8 +174,10 @@ class MiraklClient:
         max_per_page: int = 100,
         offset: int = 0,
         next_url: str | None = None,
+        end_update: datetime | None = None,
     ) -> OrdersPage:
-        """OR11: one page of orders in `states` updated since `start_update`, oldest created
+        """OR11: one page of orders in `states` updated since `start_update` (and up to
+        `end_update`, when given), oldest created
         first; or the page at `next_url` (a previous page's `Link rel="next"`).
 
         A 429 raises RateLimited at once (the caller waits for its next pass: Mirakl allows
@@ -187,6 +189,8 @@ class MiraklClient:
                 query["order_state_codes"] = ",".join(states)
             if start_update is not None:
                 query["start_update_date"] = format_instant(start_update)
+            if end_update is not None:
+                query["end_update_date"] = format_instant(end_update)
             url = str(URL(self._source.base_url + ORDERS_PATH).update_query(query))
             source_params = True
         else:
@@ -220,6 +224,14 @@ class MiraklClient:
         if isinstance(total, bool) or not isinstance(total, int):
             raise MiraklError("OR11 answered without a total_count")
         return OrdersPage(body, total, following)
+
+    async def count_orders(self, start_update: datetime, end_update: datetime) -> int:
+        """OR11's `total_count` of the orders updated in [start, end] (one page of one order:
+        the count audit). A 429 raises RateLimited, like any OR11 listing."""
+        page = await self.list_orders(
+            start_update=start_update, end_update=end_update, max_per_page=1
+        )
+        return page.total_count
 
     async def patch_orders(self, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """OR04: patch up to 100 orders; one result per order (`updated` or `errors`).

@@ -1,5 +1,5 @@
 """OR11 (`GET /api/orders`) on the simulator: offset pagination, `total_count`, a
-`Link: <...>; rel="next"` header, filters on states and `start_update_date`.
+`Link: <...>; rel="next"` header, filters on states, `start_update_date` and `end_update_date`.
 
 Mirakl allows OR11 once a minute per account: a listing's first page (offset 0) sooner
 than `or11_min_interval_seconds` after the previous one gets 429 with Retry-After; the
@@ -51,6 +51,8 @@ def register_or11(app: web.Application, state: SimulatorState) -> None:
             offset = _int(query.get("offset"), "offset", 0, 2**31 - 1, 0)
             start = query.get("start_update_date")
             since = None if start is None else _date(start)
+            end = query.get("end_update_date")
+            until = None if end is None else _date(end, "end_update_date")
         except ValueError as exc:
             return error(400, str(exc))
         if query.get("paginate") == "false":
@@ -71,6 +73,8 @@ def register_or11(app: web.Application, state: SimulatorState) -> None:
             if since is not None and exported.updated < since - timedelta(
                 seconds=config.update_delta_seconds
             ):
+                continue
+            if until is not None and exported.updated > until:
                 continue
             chosen.append(exported)
         chosen.sort(key=lambda e: e.created)  # stable: ties stay in creation order
@@ -96,7 +100,7 @@ def _int(text: str | None, name: str, low: int, high: int, default: int) -> int:
     return int(text)
 
 
-def _date(text: str) -> Any:
+def _date(text: str, name: str = "start_update_date") -> Any:
     from syncer.simulator.app import _parse_date
 
-    return _parse_date(text, "start_update_date")
+    return _parse_date(text, name)
