@@ -404,6 +404,9 @@ def config_view(config: Config) -> dict[str, Any]:
         "export": asdict(config.export),
         "http": asdict(config.http),
         "push": asdict(config.push),
+        "fast_lane": asdict(config.fast_lane),
+        "audit": asdict(config.audit),
+        "service": asdict(config.service),
         "sources": sources,
     }
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 
 from syncer.config import (
+    Config,
     DatabaseConfig,
     ExportConfig,
     HttpConfig,
@@ -89,6 +90,8 @@ async def test_config_check_prints_the_resolved_config_with_secrets_masked(tmp_p
         view["export"]["poll_interval_seconds"] == 10.0
         and view["sources"][0]["interval_minutes"] == 15.0
     )
+    assert set(view) == {f.name for f in dataclasses.fields(Config)} - {"path"}, "every table"
+    assert view["service"]["max_concurrent_runs"] == 4 and view["fast_lane"]["enabled"] is False
     secret.unlink()
     code, _, err = await syncer("--config", str(path), "config", "check")
     assert code == 2
