@@ -107,9 +107,10 @@ async def _for_each_source(
     config: Config,
     name: str | None,
     what: str,
-    work: Callable[[SyncStore, SourceConfig], Awaitable[str]],
+    work: Callable[[SyncStore, SourceConfig], Awaitable[str | tuple[str, int]]],
 ) -> int:
-    """Do `work` for the selected sources, one after the other, printing one line each.
+    """Do `work` for the selected sources, one after the other, printing one line each
+    (`work` gives the line, or the line and an exit code for an outcome that is a finding).
 
     Every source is tried; the exit code is the worst outcome (1 failed, 2 config, 3 skipped).
     """
@@ -120,10 +121,12 @@ async def _for_each_source(
     async with open_store(config) as store:
         for source in sources:
             try:
-                print(await work(store, source))
-                outcomes.append(0)
+                done = await work(store, source)
+                line, code = done if isinstance(done, tuple) else (done, 0)
+                print(line)
+                outcomes.append(code)
             except RunSkipped as exc:
-                print(f"{source.name}: skipped: {exc}")
+                print(f"{source.name}: {what + ' ' if what else ''}skipped: {exc}")
                 outcomes.append(exc.exit_code)
             except SyncerError as exc:
                 print(
@@ -176,25 +179,11 @@ async def audit(config: Config, name: str | None) -> int:
     429, or no watermark yet), else the error's code; the worst outcome wins."""
     from syncer.pipeline.audit import audit_source
 
-    sources = config.select_sources(name)
-    for source in sources:
-        source.require_api_key()
-    outcomes: list[int] = []
-    async with open_store(config) as store:
-        for source in sources:
-            try:
-                summary = await audit_source(config, store, source)
-            except RunSkipped as exc:
-                print(f"{source.name}: audit skipped: {exc}")
-                outcomes.append(exc.exit_code)
-                continue
-            except SyncerError as exc:
-                print(f"{source.name}: audit failed: {scrub(str(exc))}")
-                outcomes.append(exc.exit_code)
-                continue
-            print(summary.describe())
-            outcomes.append({"ok": 0, "mismatch": 1}.get(summary.status, 3))
-    return max(outcomes, key=lambda code: (code == 1, code == 2, code)) if outcomes else 0
+    async def one(store: SyncStore, source: SourceConfig) -> tuple[str, int]:
+        summary = await audit_source(config, store, source)
+        return summary.describe(), {"ok": 0, "mismatch": 1}.get(summary.status, 3)
+
+    return await _for_each_source(config, name, "audit", one)
 
 
 async def push_source(
