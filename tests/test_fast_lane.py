@@ -295,7 +295,7 @@ def test_fast_lane_config_defaults_and_refusals() -> None:
 
     sources = [{"name": "shop", "base_url": "https://m.example", "api_key": "k"}]
     default = parse_config({"sources": sources}, env={}).fast_lane
-    assert not default.enabled and default.interval_seconds == 60
+    assert not default.enabled and default.interval_seconds == 65
     assert default.states == ("WAITING_ACCEPTANCE", "SHIPPING") and default.max_pages == 10
     for table, key in (
         ({"states": ["WAITING"]}, "fast_lane.states"),
