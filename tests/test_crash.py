@@ -164,3 +164,35 @@ async def test_sigterm_during_a_run_ends_it_cleanly(
     await rerun_until_success(config_file, ("resync", "--full"))
     await assert_matches_truth(db, crash_sim)
     assert await staging_left(db) == (0, 0)
+
+
+async def test_a_resync_killed_after_window_k_resumes_there(
+    config_file: Path, db: asyncpg.Connection, crash_sim: SimulatorState, pg_dsn: str, schema: str
+) -> None:
+    """SIGKILL once two windows of a full resync are merged: the rerun asks Mirakl for no
+    window before the third, says where it resumed in its run row, and converges."""
+    proc = await start(config_file, "resync", "--full")
+
+    async def two_windows_merged() -> bool:
+        merged = await db.fetchval("SELECT count(*) FROM sync_exports WHERE status = 'merged'")
+        return bool(merged >= 2)
+
+    await wait_until(two_windows_merged, "two merged windows", within_s=60)
+    proc.kill()
+    await proc.wait()
+    windows = sorted(start for _, start, _ in crash_sim.or13_log if start is not None)
+    assert len(windows) >= 2, "the resync spans at least three windows"
+    merged_before = await db.fetchval("SELECT count(*) FROM sync_exports WHERE status = 'merged'")
+    crash_sim.or13_log.clear()
+
+    await rerun_until_success(config_file, ("resync", "--full"))
+
+    asked = [start for _, start, _ in crash_sim.or13_log if start is not None]
+    assert all(start > windows[merged_before - 1] for start in asked), (
+        "a merged window was asked for again"
+    )
+    resumed = await db.fetchval(
+        "SELECT resumed_from FROM sync_runs WHERE status = 'succeeded' ORDER BY run_id DESC LIMIT 1"
+    )
+    assert resumed == merged_before + 1
+    await assert_matches_truth(db, crash_sim)
