@@ -178,6 +178,25 @@ start_date = 2024-01-01
 
 
 @pytest.fixture
+def sim_config(
+    tmp_path: Path, pg_dsn: str, schema: str, sim_url: str, sim_state: SimulatorState
+) -> Callable[..., Path]:
+    """Writes `c.toml` for this test's database and simulator; keywords as `write_config`'s."""
+
+    def build(**options: Any) -> Path:
+        return write_config(
+            tmp_path / "c.toml",
+            dsn=pg_dsn,
+            schema=schema,
+            base_url=sim_url,
+            api_key=sim_state.config.api_key,
+            **options,
+        )
+
+    return build
+
+
+@pytest.fixture
 async def db(pg_dsn: str, schema: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(pg_dsn, server_settings={"search_path": schema})
     yield conn

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -155,6 +156,7 @@ async def test_migrate_sync_status_from_the_command_line(
         seen.extend((out, err))
         return code, out, err
 
+    # Its own schema, which `migrate` creates: not the fixture's, already migrated.
     path = write_config(
         tmp_path / "c.toml",
         dsn=pg_dsn,
@@ -211,16 +213,16 @@ async def test_a_refused_key_says_so_without_the_key(
 
 
 async def test_run_service_syncs_on_schedule_and_stops_on_sigterm(
-    tmp_path: Path, pg_dsn: str, schema: str, sim_url: str, sim_state: SimulatorState
+    sim_config: Callable[..., Path],
+    tmp_path: Path,
+    pg_dsn: str,
+    schema: str,
+    sim_url: str,
+    sim_state: SimulatorState,
 ) -> None:
     """`syncer run` runs each source at start and every interval; SIGTERM stops it cleanly."""
     sim_state.seed_orders(40, days=20)
-    path = write_config(
-        tmp_path / "c.toml",
-        dsn=pg_dsn,
-        schema=schema,
-        base_url=sim_url,
-        api_key=sim_state.config.api_key,
+    path = sim_config(
         extra="interval_minutes = 0.02\n",
     )
     proc = await asyncio.create_subprocess_exec(

@@ -22,7 +22,6 @@ from syncer.simulator import SimulatorConfig, SimulatorState, serve
 from syncer.simulator.orders import dumps, iso_seconds
 from syncer.store.lease import LANE, LeaseKeeper
 from syncer.store.sync_store import SyncStore
-from tests.conftest import write_config
 from tests.workers import start
 
 WAITING = "WAITING_ACCEPTANCE"
@@ -225,6 +224,7 @@ async def test_lane_is_fenced_by_its_lease(
 
 
 async def test_lane_under_syncer_run_with_two_sources(
+    sim_config: Callable[..., Path],
     tmp_path: Path,
     pg_dsn: str,
     schema: str,
@@ -238,12 +238,7 @@ async def test_lane_under_syncer_run_with_two_sources(
     second = SimulatorState(SimulatorConfig(pending_polls=1, seed=12, api_key="other-key"))
     second.config.or11_min_interval_seconds = 0.5
     async with serve(second) as second_url:
-        path = write_config(
-            tmp_path / "c.toml",
-            dsn=pg_dsn,
-            schema=schema,
-            base_url=sim_url,
-            api_key=sim_state.config.api_key,
+        path = sim_config(
             extra=f"""
 [[sources]]
 name = "second"

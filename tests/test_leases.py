@@ -298,6 +298,7 @@ LOCKED_CONFIG = "lock_timeout_seconds = 1\n"
 
 @pytest.mark.parametrize("command", ["sync", "status"])
 async def test_an_analyst_lock_fails_the_command_within_the_lock_timeout(
+    sim_config: Callable[..., Path],
     command: str,
     tmp_path: Path,
     pg_dsn: str,
@@ -309,13 +310,7 @@ async def test_an_analyst_lock_fails_the_command_within_the_lock_timeout(
     `status` fail after database.lock_timeout_seconds with one line naming orders and the
     key, instead of waiting for ever."""
     sim_state.seed_orders(10, days=5)
-    path = write_config(
-        tmp_path / "c.toml",
-        dsn=pg_dsn,
-        schema=schema,
-        base_url=sim_url,
-        api_key=sim_state.config.api_key,
-    )
+    path = sim_config()
     path.write_text(path.read_text().replace("[database]\n", "[database]\n" + LOCKED_CONFIG))
     analyst = await asyncpg.connect(pg_dsn, server_settings={"search_path": schema})
     try:
@@ -337,17 +332,17 @@ async def test_an_analyst_lock_fails_the_command_within_the_lock_timeout(
 
 
 async def test_readyz_answers_503_quickly_while_the_database_is_locked(
-    tmp_path: Path, pg_dsn: str, schema: str, sim_url: str, sim_state: SimulatorState
+    sim_config: Callable[..., Path],
+    tmp_path: Path,
+    pg_dsn: str,
+    schema: str,
+    sim_url: str,
+    sim_state: SimulatorState,
 ) -> None:
     """A table /readyz reads is locked by someone else: /readyz says 503 within seconds,
     never hangs; /healthz (no database) stays 200."""
     port = free_port()
-    path = write_config(
-        tmp_path / "c.toml",
-        dsn=pg_dsn,
-        schema=schema,
-        base_url=sim_url,
-        api_key=sim_state.config.api_key,
+    path = sim_config(
         metrics_port=port,
     )
     proc = await asyncio.create_subprocess_exec(

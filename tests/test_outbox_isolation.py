@@ -20,7 +20,6 @@ from syncer.errors import ConfigError, MiraklUnavailable
 from syncer.simulator import SimulatorState
 from syncer.store.migrate import _apply, load_migrations
 from syncer.store.outbox_store import OutboxStore
-from tests.conftest import write_config
 from tests.workers import start
 
 INSERT_RAW = (
@@ -289,6 +288,7 @@ async def test_503_makes_rows_wait_with_backoff_and_fail_after_max_attempts(
 
 
 async def test_migrate_adds_the_object_check_over_rows_that_break_it(
+    sim_config: Callable[..., Path],
     tmp_path: Path,
     pg_dsn: str,
     schema: str,
@@ -309,13 +309,7 @@ async def test_migrate_adds_the_object_check_over_rows_that_break_it(
         await conn.execute(insert, orders[2], orjson.dumps(ref_patch("M")).decode())
     finally:
         await conn.close()
-    path = write_config(
-        tmp_path / "c.toml",
-        dsn=pg_dsn,
-        schema=schema,
-        base_url=sim_url,
-        api_key=sim_state.config.api_key,
-    )
+    path = sim_config()
     proc = await start(path, "migrate")
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, err.decode()

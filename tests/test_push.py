@@ -208,6 +208,7 @@ async def test_429_and_5xx_on_or04_are_retried(
 
 
 async def test_kill_during_push_loses_nothing(
+    sim_config: Callable[..., Path],
     synced: Config,
     tmp_path: Path,
     pg_dsn: str,
@@ -217,15 +218,8 @@ async def test_kill_during_push_loses_nothing(
     sim_state: SimulatorState,
 ) -> None:
     """SIGKILL while OR04 is in flight: the rows stay 'sent', the next push sends them again."""
-    from tests.conftest import write_config
 
-    config = write_config(
-        tmp_path / "c.toml",
-        dsn=pg_dsn,
-        schema=schema,
-        base_url=sim_url,
-        api_key=sim_state.config.api_key,
-    )
+    config = sim_config()
     ids = sorted(sim_state.orders)[:150]
     for order_id in ids:
         await queue(pool, order_id, {"references": {"order_reference_for_seller": f"K-{order_id}"}})

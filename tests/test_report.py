@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -18,24 +19,22 @@ from syncer.config import (
     load_config,
 )
 from syncer.simulator import SimulatorState
-from tests.conftest import write_config
 from tests.test_cli import assert_one_clear_line, syncer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 async def test_status_and_runs_in_text_and_json(
-    tmp_path: Path, pg_dsn: str, schema: str, sim_url: str, sim_state: SimulatorState
+    sim_config: Callable[..., Path],
+    tmp_path: Path,
+    pg_dsn: str,
+    schema: str,
+    sim_url: str,
+    sim_state: SimulatorState,
 ) -> None:
     """After two runs: status shows the source's watermark and last run; runs lists both."""
     sim_state.seed_orders(60, days=30)
-    path = write_config(
-        tmp_path / "c.toml",
-        dsn=pg_dsn,
-        schema=schema,
-        base_url=sim_url,
-        api_key=sim_state.config.api_key,
-    )
+    path = sim_config()
     assert (await syncer("--config", str(path), "sync"))[0] == 0
     sim_state.update_orders(5)
     assert (await syncer("--config", str(path), "sync"))[0] == 0

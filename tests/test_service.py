@@ -7,6 +7,7 @@ import signal
 import socket
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +19,6 @@ from syncer.metrics import Metrics
 from syncer.simulator import SimulatorState
 from syncer.store.migrate import load_migrations
 from syncer.store.sync_store import SyncStore
-from tests.conftest import write_config
 
 
 def free_port() -> int:
@@ -39,6 +39,7 @@ def metric(text: str, name: str, **labels: str) -> float | None:
 
 
 async def test_run_serves_metrics_health_and_readiness(
+    sim_config: Callable[..., Path],
     tmp_path: Path,
     pg_dsn: str,
     schema: str,
@@ -49,12 +50,7 @@ async def test_run_serves_metrics_health_and_readiness(
     """`syncer run`: /healthz and /readyz answer 200, /metrics counts runs, orders, bytes, lag, backlog."""
     sim_state.seed_orders(50, days=10)
     port = free_port()
-    path = write_config(
-        tmp_path / "c.toml",
-        dsn=pg_dsn,
-        schema=schema,
-        base_url=sim_url,
-        api_key=sim_state.config.api_key,
+    path = sim_config(
         metrics_port=port,
     )
     await pool.execute(
