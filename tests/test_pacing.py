@@ -24,6 +24,7 @@ from syncer.pipeline.window import full_windows
 from syncer.simulator import SimulatorState
 from syncer.simulator.app import SimExport
 from syncer.store.sync_store import SyncStore
+from tests.conftest import write_config
 from tests.test_cli import run_syncer
 from tests.truth import assert_matches_truth
 
@@ -210,7 +211,6 @@ async def test_spacing_too_long_for_the_run_defers_and_the_next_run_goes_on(
 
 
 async def test_long_retry_after_pauses_the_source_from_the_command_line(
-    sim_config: Callable[..., Path],
     tmp_path: Path,
     pg_dsn: str,
     sim_url: str,
@@ -223,7 +223,14 @@ async def test_long_retry_after_pauses_the_source_from_the_command_line(
     sim_state.seed_orders(30, days=300)
     sim_state.config.or13_min_interval_seconds = 3600
     sim_state.config.or13_retry_after_seconds = 7200
-    path = sim_config()
+    # Its own schema, which `migrate` creates: not the fixture's, already migrated.
+    path = write_config(
+        tmp_path / "c.toml",
+        dsn=pg_dsn,
+        schema=schema,
+        base_url=sim_url,
+        api_key=sim_state.config.api_key,
+    )
     conn = await asyncpg.connect(pg_dsn)
     try:
         code, _, err = await run_syncer("--config", str(path), "migrate")
