@@ -56,10 +56,11 @@ CREATE TABLE order_line_tombstones (
 );
 CREATE INDEX order_line_tombstones_change_idx ON order_line_tombstones (change_id);
 
--- One row per version of an order the worker has seen (sources with history = true).
--- Mirakl's export carries only the latest state: history begins when the worker first
--- sees an order, and versions between two syncs are not seen. Orders already stored
--- start with their current version.
+-- One row per version of an order the worker has seen (sources with history = true),
+-- a version being a last_updated_date (whole seconds: two versions within one second
+-- share a row, holding the later). Mirakl's export carries only the latest state:
+-- history begins when the worker first sees an order, and versions between two syncs
+-- are not seen. Orders already stored start with their current version.
 CREATE TABLE order_history (
     source                  text        NOT NULL,
     order_id                text        NOT NULL,

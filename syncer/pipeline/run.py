@@ -109,6 +109,10 @@ class MergeLike(Protocol):
     def orders_changed(self) -> int: ...
     @property
     def lines_written(self) -> int: ...
+    @property
+    def lines_removed(self) -> int: ...
+    @property
+    def change_id(self) -> int | None: ...
 
 
 class BatchMerge(Protocol):
@@ -581,6 +585,8 @@ class SyncRun:
             orders=result.orders_received,
             orders_changed=result.orders_changed,
             lines=result.lines_written,
+            lines_removed=result.lines_removed,
+            change_id=result.change_id,
             watermark_to=watermark_to.isoformat() if watermark_to else None,
         )
 

@@ -234,14 +234,27 @@ WITH upserted AS (
         o.shop_id, o.currency_iso_code, o.price, o.shipping_price, o.total_price,
         o.total_commission
 ), history AS (
-    -- A version seen again with other content (same date) keeps its first row.
-    INSERT INTO order_history (source, order_id, last_updated_date, order_state,
+    -- Versions are told apart by last_updated_date, which Mirakl stamps in whole seconds:
+    -- two versions within one second share a row, holding the later one (as orders does).
+    INSERT INTO order_history AS h (source, order_id, last_updated_date, order_state,
         order_state_reason_code, shop_id, currency_iso_code, price, shipping_price,
         total_price, total_commission, change_id)
     SELECT $2, order_id, last_updated_date, order_state, order_state_reason_code, shop_id,
         currency_iso_code, price, shipping_price, total_price, total_commission, $5
     FROM upserted WHERE $6::boolean
-    ON CONFLICT (source, order_id, last_updated_date) DO NOTHING
+    ON CONFLICT (source, order_id, last_updated_date) DO UPDATE SET
+        order_state = EXCLUDED.order_state,
+        order_state_reason_code = EXCLUDED.order_state_reason_code,
+        shop_id = EXCLUDED.shop_id, currency_iso_code = EXCLUDED.currency_iso_code,
+        price = EXCLUDED.price, shipping_price = EXCLUDED.shipping_price,
+        total_price = EXCLUDED.total_price, total_commission = EXCLUDED.total_commission,
+        change_id = EXCLUDED.change_id, recorded_at = now()
+    WHERE (h.order_state, h.order_state_reason_code, h.shop_id, h.currency_iso_code, h.price,
+           h.shipping_price, h.total_price, h.total_commission)
+          IS DISTINCT FROM
+          (EXCLUDED.order_state, EXCLUDED.order_state_reason_code, EXCLUDED.shop_id,
+           EXCLUDED.currency_iso_code, EXCLUDED.price, EXCLUDED.shipping_price,
+           EXCLUDED.total_price, EXCLUDED.total_commission)
 ), batch_changed AS (
     INSERT INTO changed SELECT order_id FROM upserted RETURNING order_id
 )
