@@ -28,6 +28,8 @@ from syncer.store.migrate import migrate as apply_migrations
 from syncer.store.outbox_store import OutboxStore
 from syncer.store.sync_store import SourceStatus, SyncStore
 
+CLOCK_MOVED = "the database's transaction ids restarted lower, as after a restore"
+
 
 @asynccontextmanager
 async def open_store(config: Config, *, require_migrated: bool = True) -> AsyncIterator[SyncStore]:
@@ -47,6 +49,8 @@ async def open_store(config: Config, *, require_migrated: bool = True) -> AsyncI
                 f"schema {config.database.schema} has {pending} pending migration(s): "
                 "run `syncer migrate` first"
             )
+        if require_migrated and (moved := await store.ensure_change_clock()):
+            get_logger().warning("change_clock_moved", by=moved, reason=CLOCK_MOVED)
         yield store
 
 
@@ -56,6 +60,13 @@ async def migrate(config: Config) -> int:
         pool.acquire() as conn,
     ):
         applied = await apply_migrations(conn, config.database.schema)
+        moved = await conn.fetchval(
+            f'SELECT "{config.database.schema}".ensure_change_clock()'  # validated at config
+        )
+    if moved:
+        print(
+            f"schema {config.database.schema}: change ids moved forward by {moved} ({CLOCK_MOVED})"
+        )
     if applied:
         print(f"schema {config.database.schema}: applied {', '.join(applied)}")
     else:

@@ -149,6 +149,7 @@ class SourceConfig:
     start_date: datetime | None = None
     interval_minutes: float = 15.0
     overlap_minutes: float = 5.0
+    history: bool = True  # a row per order version in order_history
 
     def require_api_key(self) -> Secret:
         """The API key, or a ConfigError that names where it should have come from."""
@@ -521,6 +522,7 @@ def _source(item: object, index: int, env: dict[str, str], base: Path) -> Source
             "start_date",
             "interval_minutes",
             "overlap_minutes",
+            "history",
         },
     )
     base_url = _opt(item, where + "base_url", str)
@@ -572,6 +574,7 @@ def _source(item: object, index: int, env: dict[str, str], base: Path) -> Source
             item, where + "interval_minutes", 15.0, minimum=0.01, maximum=10080
         ),
         overlap_minutes=_number(item, where + "overlap_minutes", 5.0, minimum=0.0, maximum=1440),
+        history=_opt(item, where + "history", bool) is not False,
     )
 
 

@@ -47,6 +47,15 @@ async def assert_matches_truth(
             assert got[line_id]["quantity"] == line["quantity"]
             assert got[line_id]["price"] == dec(line["price"])
             assert got[line_id]["order_line_state"] == line["order_line_state"]
+            # A line is written only with its order: never a later change than the order's.
+            assert got[line_id]["change_id"] <= row["change_id"], (order_id, line_id)
+    # A line id is in order_lines or among the tombstones, never both.
+    both = await pool.fetchval(
+        "SELECT count(*) FROM order_lines l JOIN order_line_tombstones t"
+        " USING (source, order_line_id) WHERE l.source = $1",
+        source,
+    )
+    assert both == 0
 
 
 async def staging_left(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[int, int]:

@@ -132,7 +132,9 @@ class FastLane:
                 cursor_to=None if limited else started,
                 error="OR11 answered 429" if limited else None,
             )
-            changed = await self._store.merge(name, rows, done, shop_id=self._source.shop_id)
+            changed = await self._store.merge(
+                name, rows, done, shop_id=self._source.shop_id, history=self._source.history
+            )
         return LaneSummary(name, pages, len(rows), changed, refused, truncated, limited)
 
     def _stage(self, page: OrdersPage, rows: list[StagedRow]) -> tuple[int, int]:

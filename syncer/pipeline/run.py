@@ -156,7 +156,7 @@ class RunStore(Protocol):
         self, run_id: int, rows: AsyncIterable[StagedRow] | Sequence[StagedRow]
     ) -> None: ...
     def export_merge(
-        self, run_id: int, source: str, shop_id: int | None = None
+        self, run_id: int, source: str, shop_id: int | None = None, history: bool = True
     ) -> AbstractAsyncContextManager[BatchMerge]: ...
     async def finish_run(self, run_id: int, status: str, error: str | None = None) -> None: ...
     async def drop_staging(self, run_id: int) -> None: ...
@@ -551,7 +551,7 @@ class SyncRun:
             summary.add_stage("export_wait", time.monotonic() - stage_started)
             stage_started = time.monotonic()
             async with self.store.export_merge(
-                summary.run_id, self.source.name, self.source.shop_id
+                summary.run_id, self.source.name, self.source.shop_id, self.source.history
             ) as merge:
                 counter = await self._stream_and_merge(urls, summary, merge)
                 summary.add_stage("download_and_merge", time.monotonic() - stage_started)

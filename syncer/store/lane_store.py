@@ -71,6 +71,7 @@ class LaneStore:
         done: LanePass,
         *,
         shop_id: int | None = None,
+        history: bool = True,
     ) -> int:
         """Merge the pass's orders and record it, in one transaction under the lane's lease;
         return how many orders changed."""
@@ -92,10 +93,17 @@ class LaneStore:
                     timeout=timeout,
                 )
                 merge = ExportMerge(
-                    conn, LANE_RUN_ID, source, timeout, shop_id, staging=LANE_STAGING
+                    conn,
+                    LANE_RUN_ID,
+                    source,
+                    timeout,
+                    shop_id,
+                    staging=LANE_STAGING,
+                    history=history,
                 )
                 await merge.merge_batch(0)
                 changed = await conn.fetchval(LANE_CHANGED)
+                await merge.record_change(changed)
             await conn.execute(
                 RECORD_LANE_PASS,
                 source,

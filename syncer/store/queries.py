@@ -162,11 +162,26 @@ SELECT (SELECT count(DISTINCT order_id) FROM {staging}),
 # Which staged copy of each order in the batch wins: the newest (ties: the later one).
 # Only keys are sorted; the raw documents stay in staging and are joined in afterwards.
 # Batches are merged in order, so across batches the guard below keeps the newest too.
+# An order whose stored version is newer, or the same one (same date, same document, no
+# shop_id to fill in), is left out here: re-delivered orders (overlap windows, re-scans,
+# resyncs) then write nothing at all, not even the row lock an upsert would take.
 FILL_INCOMING = """
 INSERT INTO incoming
-SELECT DISTINCT ON (order_id) order_id, position, last_updated_date
-FROM {staging} WHERE run_id = $1 AND batch = $2
-ORDER BY order_id, last_updated_date DESC, position DESC
+SELECT k.order_id, k.position, k.last_updated_date
+FROM (
+    SELECT DISTINCT ON (order_id) order_id, position, last_updated_date
+    FROM {staging} WHERE run_id = $1 AND batch = $2
+    ORDER BY order_id, last_updated_date DESC, position DESC
+) k
+WHERE NOT EXISTS (
+    SELECT 1 FROM orders o
+    JOIN {staging} s ON s.run_id = $1 AND s.batch = $2 AND s.position = k.position
+    WHERE o.source = $3 AND o.order_id = k.order_id
+      AND (o.last_updated_date > k.last_updated_date
+           OR (o.last_updated_date = k.last_updated_date
+               AND (o.shop_id IS NOT NULL OR coalesce(s.shop_id, $4) IS NULL)
+               AND o.raw = s.raw))
+)
 """
 
 # Never older over newer: a stored order changes only for a later last_updated_date
@@ -175,6 +190,8 @@ ORDER BY order_id, last_updated_date DESC, position DESC
 # shop_id: the order's own (operator view), else the source's configured shop_id ($4,
 # text or NULL): a seller's export carries none. A row stored without one gets it when
 # the same version comes again (a full resync), never from an older version.
+# Each written order carries the merge's change id ($5), and, where the source keeps
+# history ($6), adds a row for its version to order_history.
 UPSERT_ORDERS = """
 WITH upserted AS (
     INSERT INTO orders AS o (
@@ -182,14 +199,15 @@ WITH upserted AS (
         channel_code, created_date, last_updated_date, acceptance_decision_date,
         customer_debited_date, shipping_deadline, currency_iso_code, price, shipping_price,
         total_price, total_commission, payment_type, payment_workflow, customer_id,
-        shipping_type_code, shipping_zone_code, has_incident, fully_refunded, raw, run_id, synced_at)
+        shipping_type_code, shipping_zone_code, has_incident, fully_refunded, raw, run_id,
+        synced_at, change_id)
     SELECT $2, i.order_id, s.commercial_id, s.order_state, s.order_state_reason_code,
         coalesce(s.shop_id, $4), s.channel_code, s.created_date::timestamptz, i.last_updated_date,
         s.acceptance_decision_date::timestamptz, s.customer_debited_date::timestamptz,
         s.shipping_deadline::timestamptz, s.currency_iso_code, s.price, s.shipping_price,
         s.total_price, s.total_commission, s.payment_type, s.payment_workflow, s.customer_id,
         s.shipping_type_code, s.shipping_zone_code, s.has_incident, s.fully_refunded,
-        s.raw, $1, now()
+        s.raw, $1, now(), $5
     FROM incoming i
     JOIN {staging} s ON s.run_id = $1 AND s.batch = $3 AND s.position = i.position
     ON CONFLICT (source, order_id) DO UPDATE SET
@@ -207,12 +225,23 @@ WITH upserted AS (
         shipping_type_code = EXCLUDED.shipping_type_code,
         shipping_zone_code = EXCLUDED.shipping_zone_code, has_incident = EXCLUDED.has_incident,
         fully_refunded = EXCLUDED.fully_refunded, raw = EXCLUDED.raw, run_id = EXCLUDED.run_id,
-        synced_at = EXCLUDED.synced_at
+        synced_at = EXCLUDED.synced_at, change_id = EXCLUDED.change_id
     WHERE o.last_updated_date < EXCLUDED.last_updated_date
        OR (o.last_updated_date = EXCLUDED.last_updated_date AND o.raw IS DISTINCT FROM EXCLUDED.raw)
        OR (o.last_updated_date = EXCLUDED.last_updated_date
            AND o.shop_id IS NULL AND EXCLUDED.shop_id IS NOT NULL)
-    RETURNING o.order_id
+    RETURNING o.order_id, o.last_updated_date, o.order_state, o.order_state_reason_code,
+        o.shop_id, o.currency_iso_code, o.price, o.shipping_price, o.total_price,
+        o.total_commission
+), history AS (
+    -- A version seen again with other content (same date) keeps its first row.
+    INSERT INTO order_history (source, order_id, last_updated_date, order_state,
+        order_state_reason_code, shop_id, currency_iso_code, price, shipping_price,
+        total_price, total_commission, change_id)
+    SELECT $2, order_id, last_updated_date, order_state, order_state_reason_code, shop_id,
+        currency_iso_code, price, shipping_price, total_price, total_commission, $5
+    FROM upserted WHERE $6::boolean
+    ON CONFLICT (source, order_id, last_updated_date) DO NOTHING
 ), batch_changed AS (
     INSERT INTO changed SELECT order_id FROM upserted RETURNING order_id
 )
@@ -221,55 +250,110 @@ WITH upserted AS (
 INSERT INTO changed_in_export SELECT order_id FROM batch_changed
 """
 
-# The lines of the batch's changed orders, found by one index probe per order: the
-# OFFSET 0 subquery runs per changed order, and the DELETE takes the rows by ctid. Any
-# plan the planner could pick for a plain join was worse with the statistics it has in
-# the middle of a long transaction (order_lines grows by the run's own rows, which no
-# ANALYZE has seen): a hash join scanned all of order_lines per batch, a nested loop
-# with a filter compared every pair.
-DELETE_CHANGED_LINES = """
-DELETE FROM order_lines WHERE ctid = ANY (ARRAY(
-    SELECT l.ctid FROM changed c
-    CROSS JOIN LATERAL (
-        SELECT ctid FROM order_lines WHERE source = $1 AND order_id = c.order_id OFFSET 0
-    ) l
-))
+# The lines of the batch's changed orders, in one statement:
+# - `new_lines`: each changed order's lines from its staged document, typed, with a digest
+#   of the line's JSON (jsonb's text form is canonical);
+# - `upserted`: a line is inserted, or updated in place where its id persists and its
+#   digest (or order) differs: an unchanged line of a changed order keeps its row (not
+#   even locked) and its change id;
+# - `removed`: a stored line of a changed order that the new version no longer has is
+#   deleted and tombstoned (`tombstoned`) with the change id; a line that comes back
+#   leaves the tombstones (`revived`).
+# The old lines are found by one index probe per changed order: the OFFSET 0 subquery
+# runs per order, and the DELETE takes the rows by ctid. Any plan the planner could pick
+# for a plain join was worse with the statistics it has in the middle of a long
+# transaction (order_lines grows by the run's own rows, which no ANALYZE has seen).
+# `upserted` and `removed` touch disjoint rows (ids in the new version, ids not in it).
+MERGE_CHANGED_LINES = """
+WITH new_lines AS MATERIALIZED (
+    SELECT $1::text AS source, e->>'order_line_id' AS order_line_id, i.order_id,
+        (e->>'order_line_index')::integer AS order_line_index,
+        e->>'order_line_state' AS order_line_state, e->>'offer_id' AS offer_id,
+        e->>'offer_sku' AS offer_sku, e->>'product_sku' AS product_sku,
+        e->>'product_title' AS product_title, e->>'category_code' AS category_code,
+        (e->>'quantity')::integer AS quantity, (e->>'price_unit')::numeric AS price_unit,
+        (e->>'price')::numeric AS price, (e->>'shipping_price')::numeric AS shipping_price,
+        (e->>'total_price')::numeric AS total_price,
+        (e->>'commission_fee')::numeric AS commission_fee,
+        (e->>'total_commission')::numeric AS total_commission,
+        (e->>'created_date')::timestamptz AS created_date,
+        (e->>'last_updated_date')::timestamptz AS last_updated_date,
+        (e->>'shipped_date')::timestamptz AS shipped_date,
+        (e->>'received_date')::timestamptz AS received_date,
+        md5(e::text)::uuid AS line_digest
+    FROM changed c
+    JOIN incoming i USING (order_id)
+    JOIN {staging} s ON s.run_id = $2 AND s.batch = $3 AND s.position = i.position
+    -- The staged document is read (fetched and decompressed) once: OFFSET 0 keeps the
+    -- planner from inlining `d.lines` into both places that use it.
+    CROSS JOIN LATERAL (SELECT s.raw->'order_lines' AS lines OFFSET 0) d
+    CROSS JOIN LATERAL jsonb_array_elements(
+        CASE WHEN jsonb_typeof(d.lines) = 'array' THEN d.lines ELSE '[]'::jsonb END
+    ) AS e
+), upserted AS (
+    INSERT INTO order_lines AS l (
+        source, order_line_id, order_id, order_line_index, order_line_state, offer_id,
+        offer_sku, product_sku, product_title, category_code, quantity, price_unit, price,
+        shipping_price, total_price, commission_fee, total_commission, created_date,
+        last_updated_date, shipped_date, received_date, line_digest, change_id)
+    SELECT source, order_line_id, order_id, order_line_index, order_line_state, offer_id,
+        offer_sku, product_sku, product_title, category_code, quantity, price_unit, price,
+        shipping_price, total_price, commission_fee, total_commission, created_date,
+        last_updated_date, shipped_date, received_date, line_digest, $4
+    FROM new_lines n
+    -- A line stored as it is is left out: not even the row lock of an upsert that then
+    -- updates nothing.
+    WHERE NOT EXISTS (
+        SELECT 1 FROM order_lines l
+        WHERE l.source = $1 AND l.order_line_id = n.order_line_id
+          AND l.line_digest = n.line_digest AND l.order_id = n.order_id
+    )
+    ON CONFLICT (source, order_line_id) DO UPDATE SET
+        order_id = EXCLUDED.order_id, order_line_index = EXCLUDED.order_line_index,
+        order_line_state = EXCLUDED.order_line_state, offer_id = EXCLUDED.offer_id,
+        offer_sku = EXCLUDED.offer_sku, product_sku = EXCLUDED.product_sku,
+        product_title = EXCLUDED.product_title, category_code = EXCLUDED.category_code,
+        quantity = EXCLUDED.quantity, price_unit = EXCLUDED.price_unit, price = EXCLUDED.price,
+        shipping_price = EXCLUDED.shipping_price, total_price = EXCLUDED.total_price,
+        commission_fee = EXCLUDED.commission_fee, total_commission = EXCLUDED.total_commission,
+        created_date = EXCLUDED.created_date, last_updated_date = EXCLUDED.last_updated_date,
+        shipped_date = EXCLUDED.shipped_date, received_date = EXCLUDED.received_date,
+        line_digest = EXCLUDED.line_digest, change_id = EXCLUDED.change_id
+    WHERE l.line_digest IS DISTINCT FROM EXCLUDED.line_digest
+       OR l.order_id IS DISTINCT FROM EXCLUDED.order_id
+    RETURNING l.order_line_id
+), removed AS (
+    DELETE FROM order_lines WHERE ctid = ANY (ARRAY(
+        SELECT l.ctid FROM changed c
+        CROSS JOIN LATERAL (
+            SELECT ctid, order_line_id FROM order_lines
+            WHERE source = $1 AND order_id = c.order_id OFFSET 0
+        ) l
+        WHERE NOT EXISTS (SELECT 1 FROM new_lines n WHERE n.order_line_id = l.order_line_id)
+    ))
+    RETURNING order_line_id, order_id
+), tombstoned AS (
+    INSERT INTO order_line_tombstones (source, order_line_id, order_id, change_id)
+    SELECT $1, order_line_id, order_id, $4 FROM removed
+    ON CONFLICT (source, order_line_id) DO UPDATE SET order_id = EXCLUDED.order_id,
+        change_id = EXCLUDED.change_id, removed_at = now()
+), revived AS (
+    DELETE FROM order_line_tombstones t USING upserted u
+    WHERE t.source = $1 AND t.order_line_id = u.order_line_id
+)
+SELECT (SELECT count(*) FROM upserted) AS written, (SELECT count(*) FROM removed) AS removed
 """
 
-INSERT_CHANGED_LINES = """
-INSERT INTO order_lines AS l (
-    source, order_line_id, order_id, order_line_index, order_line_state, offer_id, offer_sku,
-    product_sku, product_title, category_code, quantity, price_unit, price, shipping_price,
-    total_price, commission_fee, total_commission, created_date, last_updated_date,
-    shipped_date, received_date, raw)
-SELECT $1, e->>'order_line_id', i.order_id, (e->>'order_line_index')::integer,
-    e->>'order_line_state', e->>'offer_id', e->>'offer_sku', e->>'product_sku',
-    e->>'product_title', e->>'category_code', (e->>'quantity')::integer,
-    (e->>'price_unit')::numeric, (e->>'price')::numeric, (e->>'shipping_price')::numeric,
-    (e->>'total_price')::numeric, (e->>'commission_fee')::numeric,
-    (e->>'total_commission')::numeric, (e->>'created_date')::timestamptz,
-    (e->>'last_updated_date')::timestamptz, (e->>'shipped_date')::timestamptz,
-    (e->>'received_date')::timestamptz, e
-FROM changed c
-JOIN incoming i USING (order_id)
-JOIN {staging} s ON s.run_id = $2 AND s.batch = $3 AND s.position = i.position
--- The staged document is read (fetched and decompressed) once: OFFSET 0 keeps the planner
--- from inlining `d.lines` into both places that use it.
-CROSS JOIN LATERAL (SELECT s.raw->'order_lines' AS lines OFFSET 0) d
-CROSS JOIN LATERAL jsonb_array_elements(
-    CASE WHEN jsonb_typeof(d.lines) = 'array' THEN d.lines ELSE '[]'::jsonb END
-) AS e
-ON CONFLICT (source, order_line_id) DO UPDATE SET
-    order_id = EXCLUDED.order_id, order_line_index = EXCLUDED.order_line_index,
-    order_line_state = EXCLUDED.order_line_state, offer_id = EXCLUDED.offer_id,
-    offer_sku = EXCLUDED.offer_sku, product_sku = EXCLUDED.product_sku,
-    product_title = EXCLUDED.product_title, category_code = EXCLUDED.category_code,
-    quantity = EXCLUDED.quantity, price_unit = EXCLUDED.price_unit, price = EXCLUDED.price,
-    shipping_price = EXCLUDED.shipping_price, total_price = EXCLUDED.total_price,
-    commission_fee = EXCLUDED.commission_fee, total_commission = EXCLUDED.total_commission,
-    created_date = EXCLUDED.created_date, last_updated_date = EXCLUDED.last_updated_date,
-    shipped_date = EXCLUDED.shipped_date, received_date = EXCLUDED.received_date, raw = EXCLUDED.raw
+# The merge's change id: its transaction's id on the change clock (migration 014).
+CURRENT_CHANGE_ID = "SELECT current_change_id()"
+
+# One row per committed merge that changed something (the change feed's index).
+RECORD_CHANGE = """
+INSERT INTO sync_changes (change_id, source, run_id, orders_changed, lines_written, lines_removed)
+VALUES ($1, $2, $3, $4, $5, $6)
 """
+
+ENSURE_CHANGE_CLOCK = "SELECT ensure_change_clock()"
 
 
 # The watermark only ever moves forward.

@@ -62,6 +62,8 @@ class MergeResult:
     orders_received: int
     orders_changed: int
     lines_written: int
+    lines_removed: int = 0
+    change_id: int | None = None  # None: nothing changed, no change recorded
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,12 @@ class Freshness:
 
 
 class ExportMerge:
-    """The merge of one export, batch by batch, in one open transaction."""
+    """The merge of one export, batch by batch, in one open transaction.
+
+    Everything it writes carries one change id, its transaction's (migration 014), taken
+    at the first batch; `record_change` lists the change in sync_changes if anything
+    changed, so a merge that only re-delivers stored orders leaves no trace.
+    """
 
     def __init__(
         self,
@@ -137,42 +144,79 @@ class ExportMerge:
         timeout: float | None = None,
         shop_id: int | None = None,
         staging: str | None = None,
+        history: bool = True,
     ) -> None:
-        """`staging`: the table the batches are in (default: the run's own)."""
+        """`staging`: the table the batches are in (default: the run's own). `history`:
+        add a row to order_history for each order version written."""
         self._conn = conn
         self._shop_id = None if shop_id is None else str(shop_id)  # for orders without one
         self._timeout = timeout
         self._run_id = run_id
         self._source = source
+        self._history = history
+        self._change_id: int | None = None
         self._lines = 0
+        self._removed = 0
         table = staging or q.staging_table(run_id)
         self._fill = q.FILL_INCOMING.format(staging=table)
         self._upsert = q.UPSERT_ORDERS.format(staging=table)
-        self._insert_lines = q.INSERT_CHANGED_LINES.format(staging=table)
+        self._merge_lines = q.MERGE_CHANGED_LINES.format(staging=table)
         self._count = q.on_staging(q.COUNT_EXPORT, run_id)
         self._empty = q.on_staging(q.EMPTY_STAGING, run_id)
 
     async def merge_batch(self, batch: int) -> None:
-        """Staged batch -> orders (never older over newer) and the changed orders' lines."""
+        """Staged batch -> orders (never older over newer, nothing for an order stored as
+        it is) and the changed orders' lines (updated in place, removed ones tombstoned)."""
         conn, run_id, source, timeout = self._conn, self._run_id, self._source, self._timeout
         async with translated("merging a batch into orders and order_lines"):
+            if self._change_id is None:
+                self._change_id = int(await conn.fetchval(q.CURRENT_CHANGE_ID))
             await conn.execute(q.RESET_BATCH_TABLES)
-            await conn.execute(self._fill, run_id, batch, timeout=timeout)
+            await conn.execute(self._fill, run_id, batch, source, self._shop_id, timeout=timeout)
             await conn.execute("ANALYZE incoming")
-            await conn.execute(self._upsert, run_id, source, batch, self._shop_id, timeout=timeout)
+            await conn.execute(
+                self._upsert,
+                run_id,
+                source,
+                batch,
+                self._shop_id,
+                self._change_id,
+                self._history,
+                timeout=timeout,
+            )
             await conn.execute("ANALYZE changed")
-            await conn.execute(q.DELETE_CHANGED_LINES, source, timeout=timeout)
-            status = await conn.execute(self._insert_lines, source, run_id, batch, timeout=timeout)
-            self._lines += int(status.rsplit(" ", 1)[-1])
+            written, removed = await conn.fetchrow(
+                self._merge_lines, source, run_id, batch, self._change_id, timeout=timeout
+            )
+            self._lines += written
+            self._removed += removed
+
+    async def record_change(self, orders_changed: int) -> int | None:
+        """List this merge in sync_changes if it changed anything; its change id, or None."""
+        if self._change_id is None or not (orders_changed or self._lines or self._removed):
+            return None
+        async with translated("recording the change (sync_changes)"):
+            await self._conn.execute(
+                q.RECORD_CHANGE,
+                self._change_id,
+                self._source,
+                self._run_id or None,
+                orders_changed,
+                self._lines,
+                self._removed,
+            )
+        return self._change_id
 
     async def finish(
         self, *, tracking_id: str, chunks: int, bytes_read: int, watermark_to: datetime | None
     ) -> MergeResult:
-        """Close the export, count, move the watermark, empty the run's staging (for its
-        next export, if any), check the lease; the caller's block then commits."""
+        """Close the export, count, record the change, move the watermark, empty the run's
+        staging (for its next export, if any), check the lease; the caller's block then
+        commits."""
         conn, run_id, source = self._conn, self._run_id, self._source
         async with translated("committing the export (sync_exports, sync_runs, sync_state)"):
             received, changed = await conn.fetchrow(self._count, timeout=self._timeout)
+            change_id = await self.record_change(changed)
             await conn.execute(self._empty)
             await conn.execute(q.CLOSE_EXPORT, tracking_id, "merged", None)
             await conn.execute(q.CLOSE_COMPLETE_RESYNC, tracking_id)
@@ -182,7 +226,7 @@ class ExportMerge:
             if watermark_to is not None:
                 await conn.execute(q.SET_WATERMARK, source, watermark_to)
         await fence(conn, RUN, source)
-        return MergeResult(received, changed, self._lines)
+        return MergeResult(received, changed, self._lines, self._removed, change_id)
 
 
 class SyncStore:
@@ -370,17 +414,20 @@ class SyncStore:
 
     @asynccontextmanager
     async def export_merge(
-        self, run_id: int, source: str, shop_id: int | None = None
+        self, run_id: int, source: str, shop_id: int | None = None, history: bool = True
     ) -> AsyncIterator[ExportMerge]:
         """A transaction on its own connection that merges the export's batches as they come.
 
         Nothing is visible to readers until `ExportMerge.finish` commits; leaving the
         block any other way rolls everything back. `shop_id`: the source's configured one,
-        stored for orders that carry none (a seller's view).
+        stored for orders that carry none (a seller's view). `history`: keep a row per
+        order version in order_history.
         """
         async with translated(), self._pool.acquire() as conn, conn.transaction():
             await conn.execute(q.CREATE_MERGE_TABLES)
-            yield ExportMerge(conn, run_id, source, self._pool.long_timeout_seconds, shop_id)
+            yield ExportMerge(
+                conn, run_id, source, self._pool.long_timeout_seconds, shop_id, history=history
+            )
 
     async def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
         """Close the run's row. Success commits only under the lease; a failure is written
@@ -414,6 +461,14 @@ class SyncStore:
                 for r in rows
             },
         )
+
+    async def ensure_change_clock(self) -> int:
+        """Keep change ids increasing after a restore into another cluster (whose
+        transaction ids start lower): move the change clock past every stored id. Returns
+        by how much it moved (0 nearly always)."""
+        async with translated("checking the change clock (sync_change_clock)"):
+            moved: int = await self._pool.fetchval(q.ENSURE_CHANGE_CLOCK)
+            return moved
 
     async def ping(self) -> int:
         """Round trip to the database; the number of pending migrations."""
