@@ -32,6 +32,22 @@ from tests.truth import dec
 PACKAGE = Path(__file__).resolve().parents[1] / "warehouse" / "dbt"
 MODELS = PACKAGE / "models"
 
+# What a warehouse reads: the mirrored data, the change feed and the views over them (the
+# worker's own bookkeeping tables are left out).
+WAREHOUSE_RELATIONS = {
+    "orders",
+    "order_lines",
+    "order_line_tombstones",
+    "order_history",
+    "sync_changes",
+    "sync_state",
+    "order_line_documents",
+    "order_line_refunds",
+    "order_line_cancelations",
+    "order_lines_flat",
+    "daily_sales",
+}
+
 _EXPRESSION = re.compile(r"\{\{(.*?)\}\}", re.S)
 _IF_INCREMENTAL = re.compile(
     r"\{%-?\s*if\s+is_incremental\(\)\s*-?%\}(.*?)"
@@ -158,8 +174,7 @@ async def test_sources_declare_every_column_of_the_migrated_schema(
         )
         for column in table["columns"]:
             assert column.get("description"), f"{name}.{column['name']} has no description"
-    for name in ("orders", "order_lines", "order_line_tombstones", "order_history"):
-        assert "change_id" in actual[name] and name in tables
+    assert set(tables) == WAREHOUSE_RELATIONS
 
     fresh = {name: t for name, t in tables.items() if "freshness" in t}
     assert {name: t["loaded_at_field"] for name, t in fresh.items()} == {
@@ -168,12 +183,9 @@ async def test_sources_declare_every_column_of_the_migrated_schema(
     }
     for name, table in fresh.items():
         assert actual[name][table["loaded_at_field"]] == "timestamp with time zone"
-        hours = {
-            level: table["freshness"][f"{level}_after"]["count"]
-            for level in ("warn", "error")
-            if table["freshness"][f"{level}_after"]["period"] == "hour"
-        }
-        assert 0 < hours["warn"] < hours["error"], name
+        warn, error = (table["freshness"][f"{level}_after"] for level in ("warn", "error"))
+        assert warn["period"] == error["period"] == "hour", name
+        assert 0 < warn["count"] < error["count"], name
     assert fresh["sync_state"]["freshness"]["warn_after"]["count"] == 1
 
 
@@ -214,7 +226,7 @@ async def test_models_run_against_a_synced_database(
     orders' sums, ship times equal the versions seen, the incremental model equals the
     orders table after each round, and every model has the columns schema.yml declares."""
     sim_state.seed_orders(300, days=40)
-    config = make_config()
+    config = make_config(shop_id=2001)  # a seller's source: its orders carry no shop_id
     # Updates are dated just after every seeded order and before the first run's
     # watermark (within the differential overlap): one distinct second per round.
     base = parse_instant(iso_seconds(sim_state.now())) - timedelta(seconds=50)
@@ -250,7 +262,7 @@ async def test_models_run_against_a_synced_database(
             if order["order_state"] in ("REFUSED", "CANCELED"):
                 continue
             day = parse_instant(order["created_date"]).date()
-            key = (day, "shop", str(order["shop_id"]), order["currency_iso_code"])
+            key = (day, "shop", "2001", order["currency_iso_code"])
             total = sums[key]
             total[0] += 1
             for i, field in enumerate(
@@ -291,45 +303,49 @@ async def test_models_run_against_a_synced_database(
 async def test_incremental_model_waits_for_a_merge_that_commits_late(
     pool: asyncpg.Pool, schema: str
 ) -> None:
-    """Two merges written by hand as the worker writes them: the one that started first
-    commits last. The run in between loads neither; the next loads both; the orders
-    table and the model end equal."""
+    """Merges written by hand as the worker writes them. C commits; A starts; B starts
+    later and commits first. The run in between loads C only and stops at or below A's
+    id (the high-water: A is running); the next run loads A and B: the orders table and
+    the model end equal."""
 
-    async def merge(conn: asyncpg.Connection, order_id: str, state: str) -> None:
+    async def merge(conn: asyncpg.Connection, order_id: str) -> int:
         await conn.execute(
-            "UPDATE orders SET order_state = $2, change_id = current_change_id()"
+            "UPDATE orders SET order_state = 'SHIPPING', change_id = current_change_id()"
             " WHERE order_id = $1",
             order_id,
-            state,
         )
-        await conn.execute(
-            "INSERT INTO sync_changes (change_id, source, orders_changed)"
-            " VALUES (current_change_id(), 'shop', 1)"
+        return int(
+            await conn.fetchval(
+                "INSERT INTO sync_changes (change_id, source, orders_changed)"
+                " VALUES (current_change_id(), 'shop', 1) RETURNING change_id"
+            )
         )
 
     await pool.executemany(
         "INSERT INTO orders (source, order_id, order_state, last_updated_date, raw, change_id)"
         " VALUES ('shop', $1, 'WAITING_ACCEPTANCE', now(), '{}', 1)",
-        [("A",), ("B",)],
+        [("A",), ("B",), ("C",)],
     )
+    states = "SELECT order_id, order_state, change_id FROM {} ORDER BY order_id"
     async with pool.acquire() as first, pool.acquire() as second, pool.acquire() as dbt:
         changes = await build(dbt, "mirakl_orders_changes", schema)
+        async with first.transaction():
+            await merge(first, "C")
         started_first = first.transaction()
         await started_first.start()
-        await merge(first, "A", "SHIPPING")
+        a = await merge(first, "A")
         async with second.transaction():
-            await merge(second, "B", "SHIPPING")
+            b = await merge(second, "B")
+        assert a < b, "A's change id is the smaller: it started first"
         await build(dbt, "mirakl_orders_changes", schema)
-        states = "SELECT order_id, order_state, change_id FROM {} ORDER BY order_id"
-        assert [tuple(r) for r in await dbt.fetch(states.format(changes))] == [
-            ("A", "WAITING_ACCEPTANCE", 1),
-            ("B", "WAITING_ACCEPTANCE", 1),
-        ], "B's change is above the high-water while A's merge runs"
+        loaded = [tuple(r) for r in await dbt.fetch(states.format(changes))]
+        assert [state for _, state, _ in loaded] == ["WAITING_ACCEPTANCE"] * 2 + ["SHIPPING"]
+        high_water = await dbt.fetchval(f"SELECT max(feed_high_water) FROM {changes}")
+        assert high_water <= a, "the high-water stays at or below the merge still running"
         await started_first.commit()
         await caught_up(dbt)
         await build(dbt, "mirakl_orders_changes", schema)
         mirrored = [tuple(r) for r in await dbt.fetch(states.format(changes))]
         orders = [tuple(r) for r in await dbt.fetch(states.format("orders"))]
         assert mirrored == orders
-        assert [state for _, state, _ in orders] == ["SHIPPING", "SHIPPING"]
-        assert orders[0][2] < orders[1][2], "A's change id is the smaller: it started first"
+        assert [state for _, state, _ in orders] == ["SHIPPING"] * 3
