@@ -94,6 +94,19 @@ async def test_new_order_arrives_by_the_lane_without_export_or_watermark_move(
             "SELECT count(*) FROM order_lines WHERE order_id = ANY($1)", ids
         ) == sum(len(sim_state.orders[i]["order_lines"]) for i in ids)
         assert await db.fetchval("SELECT cursor IS NOT NULL FROM sync_lanes WHERE source = 'shop'")
+        # The lane's merge is a change like an export's: listed (no run), history kept.
+        lane_change = await db.fetchrow(
+            "SELECT o.change_id, c.run_id, c.orders_changed FROM orders o"
+            " JOIN sync_changes c USING (change_id) WHERE o.order_id = $1",
+            ids[0],
+        )
+        assert lane_change["run_id"] is None and lane_change["orders_changed"] >= 1
+        history = await db.fetch(
+            "SELECT h.order_id FROM order_history h JOIN orders o"
+            " USING (source, order_id, last_updated_date, change_id) WHERE order_id = ANY($1)",
+            ids,
+        )
+        assert sorted(r["order_id"] for r in history) == sorted(ids)
     finally:
         stop.set()
         await asyncio.wait_for(service, 30)
