@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -57,6 +58,25 @@ async def ceiling(args: argparse.Namespace) -> dict[str, Any]:
     return {"orders": len(rows), "seconds": seconds, "bytes": size}
 
 
+# The naive contender's own tables: the columns its statements name, with the keys and
+# indexes of the syncer's first schema (migration 001). Its own, so that it writes the same
+# thing whatever the syncer's schema becomes.
+NAIVE_TABLES = """
+CREATE TABLE orders (
+    source text NOT NULL, order_id text NOT NULL, commercial_id text, order_state text,
+    shop_id text, created_date timestamptz, last_updated_date timestamptz NOT NULL,
+    currency_iso_code text, price numeric, shipping_price numeric, total_price numeric,
+    total_commission numeric, raw jsonb NOT NULL,
+    PRIMARY KEY (source, order_id));
+CREATE INDEX ON orders (source, last_updated_date);
+CREATE INDEX ON orders (source, commercial_id);
+CREATE TABLE order_lines (
+    source text NOT NULL, order_line_id text NOT NULL, order_id text NOT NULL,
+    order_line_state text, product_sku text, quantity integer, price_unit numeric,
+    price numeric, total_price numeric, raw jsonb NOT NULL,
+    PRIMARY KEY (source, order_line_id));
+CREATE INDEX ON order_lines (source, order_id);
+"""
 UPSERT_ORDER = """
 INSERT INTO orders (source, order_id, commercial_id, order_state, shop_id, created_date,
     last_updated_date, currency_iso_code, price, shipping_price, total_price, total_commission, raw)
@@ -82,7 +102,12 @@ def _dec(value: Any) -> Decimal | None:
 
 async def naive(args: argparse.Namespace) -> dict[str, Any]:
     """What one writes first: json.loads each chunk, executemany upserts."""
-    conn = await asyncpg.connect(args.dsn, server_settings={"search_path": args.schema})
+    conn = await asyncpg.connect(args.dsn)
+    await conn.execute(f'CREATE SCHEMA "{args.schema}"; SET search_path TO "{args.schema}"')
+    await conn.execute(NAIVE_TABLES)
+    # lz4 for raw, as the syncer's tables have where the server has it (migration 004).
+    with contextlib.suppress(asyncpg.PostgresError):
+        await conn.execute("SET default_toast_compression = lz4")
     started = time.perf_counter()
     orders = size = 0
     async for body in chunk_bodies(args.sim, args.days):

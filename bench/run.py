@@ -9,8 +9,10 @@ the same export and the same PostgreSQL, each in its own process:
   naive      json.loads + executemany upserts
   dlt        dlt (merge on order_id, default normalisation)
 and prints orders/s, MB/s, peak RSS and the ratios (with --repeat N, of each
-contender's median over N interleaved rounds). `--big-chunk` also loads one
-export cut as a single chunk of about 1 GB and reports the worker's peak RSS.
+contender's median over N interleaved rounds), then the disk the syncer's load
+takes, table by table (heap, TOAST, indexes), against the JSON downloaded and
+dlt's tables. `--big-chunk` also loads one export cut as a single chunk of
+about 1 GB and reports the worker's peak RSS.
 Numbers swing run to run on shared machines: compare within one run.
 """
 
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg  # noqa: F401  (fail early if the project is not installed)
+
+from bench.disk import disk_table, schema_sizes, total
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -108,41 +112,56 @@ def write_config(
     )
 
 
-def syncer_e2e(
-    dsn: str, schema: str, sim: str, days: float, mb_per_chunk: int | None = None
-) -> dict[str, Any]:
-    since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - (days + 1) * 86400))
-    fresh_schema(dsn, schema)
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "bench.toml"
-        write_config(config, dsn, schema, sim, since, mb_per_chunk)
-        base = [sys.executable, "-m", "syncer", "--config", str(config), "--log-format", "json"]
-        measure_child([*base, "migrate"])
-        out, err, rss = measure_child([*base, "resync", "--full"])
+def syncer_command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "syncer", "--config", str(config), "--log-format", "json"]
+
+
+def resync_full(config: Path) -> dict[str, Any]:
+    """`syncer resync --full` as a child, with what its summary line and logs say: orders,
+    changed orders (None if the line does not say), seconds and bytes (the run's own), peak
+    RSS, and the stage timings."""
+    out, err, rss = measure_child([*syncer_command(config), "resync", "--full"])
     match = re.search(r"(\d+) orders .* ([\d.]+) MB in ([\d.]+)s", out)
     if not match:
         raise SystemExit(f"unexpected output: {out}")
-    orders, mb, seconds = int(match.group(1)), float(match.group(2)), float(match.group(3))
+    changed = re.search(r"\((\d+) changed\)", out)
     stages = {}
     for line in err.splitlines():
         if '"export_merged"' in line or '"run_finished"' in line:
             stages.update({k: v for k, v in json.loads(line).items() if k.endswith("_s")})
     return {
-        "name": "syncer",
-        "orders": orders,
-        "seconds": seconds,
-        "bytes": mb * 1e6,
+        "orders": int(match.group(1)),
+        "changed": int(changed.group(1)) if changed else None,
+        "seconds": float(match.group(3)),
+        "bytes": float(match.group(2)) * 1e6,
         "rss_mb": rss,
         "stages": stages,
     }
 
 
+def since_date(days: float) -> str:
+    """The start_date that covers everything the simulator seeded over `days` days."""
+    return time.strftime("%Y-%m-%d", time.gmtime(time.time() - (days + 1) * 86400))
+
+
+def syncer_e2e(
+    dsn: str, schema: str, sim: str, days: float, mb_per_chunk: int | None = None
+) -> dict[str, Any]:
+    """A fresh schema, migrated, one full resync; the schema is left as loaded (measured)."""
+    fresh_schema(dsn, schema)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "bench.toml"
+        write_config(config, dsn, schema, sim, since_date(days), mb_per_chunk)
+        measure_child([*syncer_command(config), "migrate"])
+        result = resync_full(config)
+    return {"name": "syncer", **result, "disk": schema_sizes(dsn, schema)}
+
+
 def contender(name: str, dsn: str, schema: str, sim: str, days: float) -> dict[str, Any]:
     fresh_schema(dsn, schema)
-    measure_child([sys.executable, "-m", "syncer", "--config", "/dev/null", "migrate"],
-                  env={**os.environ, "SYNCER_DATABASE_DSN": dsn, "SYNCER_DATABASE_SCHEMA": schema})  # fmt: skip
-    if name == "dlt":
-        fresh_schema(dsn, schema)  # dlt creates its own tables
+    if name == "ceiling":  # the syncer's tables and merge; naive and dlt create their own
+        measure_child([sys.executable, "-m", "syncer", "--config", "/dev/null", "migrate"],
+                      env={**os.environ, "SYNCER_DATABASE_DSN": dsn, "SYNCER_DATABASE_SCHEMA": schema})  # fmt: skip
     out, _, rss = measure_child(
         [
             sys.executable,
@@ -161,6 +180,9 @@ def contender(name: str, dsn: str, schema: str, sim: str, days: float) -> dict[s
     )
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     result["rss_mb"] = rss
+    if name == "dlt":  # its dataset, and the staging dataset its merge leaves filled
+        result["disk"] = schema_sizes(dsn, schema)
+        result["disk_staging"] = schema_sizes(dsn, f"{schema}_staging")
     return result
 
 
@@ -186,6 +208,24 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{r['bytes'] / 1e6 / r['seconds']:.1f} | {r['rss_mb']:.0f} | {vs_ceiling} | {vs_dlt} |"
         )
     return "\n".join(lines)
+
+
+def disk_report(results: list[dict[str, Any]]) -> str:
+    """The syncer's tables after its (median) load, against the JSON it downloaded and, when
+    dlt ran, dlt's tables after its load."""
+    by = {r["name"]: r for r in results}
+    syncer = by["syncer"]
+    dlt = by.get("dlt")
+    dlt_total = total(dlt["disk"], "dlt, all tables") if dlt else None
+    text = (
+        f"\nsyncer's tables after its load ({syncer['orders']:,} orders, "
+        f"{syncer['bytes'] / 1e6:,.1f} MB of JSON downloaded; MB are 10^6 bytes):\n\n"
+        + disk_table(syncer["disk"], syncer["orders"], syncer["bytes"], dlt_total)
+    )
+    if dlt:
+        staging = total(dlt["disk_staging"]).total
+        text += f"\n\n(dlt's staging dataset, not counted above: {staging / 1e6:,.1f} MB)"
+    return text
 
 
 def main() -> None:
@@ -224,7 +264,8 @@ def main() -> None:
                 else:
                     result = contender(name, args.dsn, f"bench_{name}", url, days)
                 runs[name].append(result)
-                print(f"round {round_} {name}: {result}", file=sys.stderr)
+                logged = {k: v for k, v in result.items() if not k.startswith("disk")}
+                print(f"round {round_} {name}: {logged}", file=sys.stderr)
     finally:
         sim.terminate()
         sim.wait()
@@ -237,6 +278,7 @@ def main() -> None:
     print(table(results))
     stages = results[0]["stages"]
     print(f"\nsyncer stages (s): {json.dumps(stages)}")
+    print(disk_report(results))
 
     if args.big_chunk:
         sim, url = start_simulator(args.big_orders, days, [])

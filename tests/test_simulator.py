@@ -225,6 +225,43 @@ async def test_control_endpoints_change_orders_and_time(
     assert sim_state.now() - before >= timedelta(hours=1)
 
 
+async def test_edit_changes_the_state_and_at_most_one_line(
+    http: aiohttp.ClientSession, sim_url: str, sim_state: SimulatorState
+) -> None:
+    """`/_sim/mutate {"edit": n}` (for benchmarks of re-delivery): each edited order gets
+    another state and a new last_updated_date, and with `line_share` one line added or
+    removed; every other line, every amount and every other order stays as it was."""
+    sim_state.config.pending_polls = 0
+    sim_state.seed_orders(40, days=30)
+    before = await export_everything(http, sim_url)
+    async with http.post(
+        f"{sim_url}/_sim/mutate", data=orjson.dumps({"edit": 20, "line_share": 1.0})
+    ) as resp:
+        edited = set((await resp.json())["edited"])
+    after = await export_everything(http, sim_url)  # served as changed, not from a cache
+    assert len(edited) == 20 and after.keys() == before.keys()
+    kinds = set()
+    for order_id, old in before.items():
+        new = after[order_id]
+        assert isinstance(old, dict) and isinstance(new, dict)
+        if order_id not in edited:
+            assert new == old
+            continue
+        assert new["order_state"] != old["order_state"]
+        assert new["last_updated_date"] > old["last_updated_date"]
+        differing = {k for k in old if old[k] != new[k]}
+        assert differing == {"order_state", "last_updated_date", "order_lines"}
+        old_lines = {line["order_line_id"]: line for line in old["order_lines"]}
+        new_lines = {line["order_line_id"]: line for line in new["order_lines"]}
+        (moved,) = old_lines.keys() ^ new_lines.keys()  # exactly one line added or removed
+        kinds.add("added" if moved in new_lines else "removed")
+        assert all(new_lines[i] == old_lines[i] for i in old_lines.keys() & new_lines.keys())
+    assert kinds == {"added", "removed"}
+
+    (order_id,) = sim_state.edit_orders(1)  # no line_share: the lines stay as they were
+    assert sim_state.orders[order_id]["order_lines"] == after[order_id]["order_lines"]  # type: ignore[index]
+
+
 def test_simulator_imports_nothing_from_the_rest_of_syncer() -> None:
     """The simulator stands where Mirakl stands: no import of syncer outside syncer.simulator."""
     import pathlib

@@ -7,7 +7,8 @@ delta subtracted from `start_update_date`, `items_per_chunk` and
 chunk files `{"orders": [...]}` served on the instance
 (`/api/orders/async-export/file/<uuid>?file=<name>`) with the same auth, operator-only
 order fields only for Bearer (operator) callers. Control endpoints
-under `/_sim/` let tests and the demo move time and change orders.
+under `/_sim/` let tests, benchmarks and the demo move time and change orders
+(`POST /_sim/mutate {"update": n, "create": n, "edit": n, "line_share": 0.3}`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import orjson
 from aiohttp import web
 
 from syncer.simulator.or11 import register_or11
-from syncer.simulator.orders import dumps, iso, iso_millis, make_order, touch_order
+from syncer.simulator.orders import dumps, edit_order, iso, iso_millis, make_order, touch_order
 
 MAX_RANGE = "one year"
 
@@ -165,6 +166,16 @@ class SimulatorState:
         ids = self.rng.sample(sorted(self.orders), min(count, len(self.orders)))
         for order_id in ids:
             touch_order(self.rng, self.orders[order_id], self.now())
+            self.changed(order_id)
+        return ids
+
+    def edit_orders(self, count: int, *, line_share: float = 0.0) -> list[str]:
+        """Make a small change to `count` random existing orders now (see `edit_order`): their
+        state; for about `line_share` of them also one line added or removed."""
+        ids = self.rng.sample(sorted(self.orders), min(count, len(self.orders)))
+        for order_id in ids:
+            line_change = self.rng.random() < line_share
+            edit_order(self.rng, self.orders[order_id], self.now(), line_change=line_change)
             self.changed(order_id)
         return ids
 
@@ -447,7 +458,10 @@ def build_app(state: SimulatorState) -> web.Application:
         body = orjson.loads(await request.read() or b"{}")
         updated = state.update_orders(int(body.get("update", 0)))
         created = state.create_orders(int(body.get("create", 0)))
-        return web.json_response({"updated": updated, "created": created})
+        edited = state.edit_orders(
+            int(body.get("edit", 0)), line_share=float(body.get("line_share", 0.0))
+        )
+        return web.json_response({"updated": updated, "created": created, "edited": edited})
 
     async def sim_advance(request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read() or b"{}")

@@ -10,6 +10,7 @@ printed with two decimals and rates with four when serialised with `dumps`.
 
 from __future__ import annotations
 
+import copy
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -401,3 +402,28 @@ def touch_order(rng: random.Random, order: dict[str, Any], moment: datetime) -> 
         )
     order["price"] = money(sum(round(line["price"] * 100) for line in lines))
     order["total_price"] = money(round(order["price"] * 100) + round(order["shipping_price"] * 100))
+
+
+def edit_order(
+    rng: random.Random, order: dict[str, Any], moment: datetime, *, line_change: bool
+) -> None:
+    """A small update, for measuring what a store rewrites: the order's state moves to another
+    one (and last_updated_date to `moment`); with `line_change`, one line is added (a copy of
+    the last with a new id, created now) or the last one removed (when there are two or more).
+    Every other line, and every amount, is left exactly as it was (unlike `touch_order`)."""
+    order["order_state"] = rng.choice([s for s in STATES if s != order["order_state"]])
+    order["last_updated_date"] = iso_seconds(moment)
+    if not line_change:
+        return
+    lines = order["order_lines"]
+    if len(lines) > 1 and rng.random() < 0.5:
+        lines.pop()
+        return
+    added = copy.deepcopy(lines[-1])  # amounts keep their type: printed as Mirakl does
+    added.update(
+        order_line_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),  # never reused
+        order_line_index=max(line["order_line_index"] for line in lines) + 1,
+        created_date=iso_seconds(moment),
+        last_updated_date=iso_seconds(moment),
+    )
+    lines.append(added)
