@@ -31,14 +31,15 @@ ALTER TABLE orders ADD COLUMN change_id bigint NOT NULL DEFAULT 1;
 ALTER TABLE orders ALTER COLUMN change_id DROP DEFAULT;
 CREATE INDEX orders_change_idx ON orders (change_id);
 
--- Lines keep their typed columns and a digest of their JSON (to update only lines that
--- changed); their full JSON is read from orders.raw (order_line_documents below) instead
--- of being stored a second time. A line stored before this migration has no digest yet:
--- it is rewritten once, the next time its order changes.
+-- Lines keep their typed columns and a digest of their JSON (jsonb_hash_extended: 64
+-- bits, equal for equal jsonb, three times cheaper than md5 of the text), to update
+-- only lines that changed; their full JSON is read from orders.raw (order_line_documents
+-- below) instead of being stored a second time. A line stored before this migration has
+-- no digest yet: it is rewritten once, the next time its order changes.
 DROP VIEW order_line_refunds;
 DROP VIEW order_line_cancelations;
 ALTER TABLE order_lines DROP COLUMN raw;
-ALTER TABLE order_lines ADD COLUMN line_digest uuid;
+ALTER TABLE order_lines ADD COLUMN line_digest bigint;
 ALTER TABLE order_lines ADD COLUMN change_id bigint NOT NULL DEFAULT 1;
 ALTER TABLE order_lines ALTER COLUMN change_id DROP DEFAULT;
 CREATE INDEX order_lines_change_idx ON order_lines (change_id);

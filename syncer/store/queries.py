@@ -265,7 +265,7 @@ INSERT INTO changed_in_export SELECT order_id FROM batch_changed
 
 # The lines of the batch's changed orders, in one statement:
 # - `new_lines`: each changed order's lines from its staged document, typed, with a digest
-#   of the line's JSON (jsonb's text form is canonical);
+#   of the line's JSON (jsonb_hash_extended: equal for equal jsonb);
 # - `upserted`: a line is inserted, or updated in place where its id persists and its
 #   digest (or order) differs: an unchanged line of a changed order keeps its row (not
 #   even locked) and its change id;
@@ -293,7 +293,7 @@ WITH new_lines AS MATERIALIZED (
         (e->>'last_updated_date')::timestamptz AS last_updated_date,
         (e->>'shipped_date')::timestamptz AS shipped_date,
         (e->>'received_date')::timestamptz AS received_date,
-        md5(e::text)::uuid AS line_digest
+        jsonb_hash_extended(e, 0) AS line_digest
     FROM changed c
     JOIN incoming i USING (order_id)
     JOIN {staging} s ON s.run_id = $2 AND s.batch = $3 AND s.position = i.position
