@@ -85,7 +85,13 @@ def build_health_app(
                 fresh = await store.freshness(sources, stale_after_minutes)
                 backlog = await OutboxStore(store.control).backlog(sources)
             metrics.refresh_state(
-                utc_now(), fresh.watermarks, fresh.last_success, backlog, sources, fresh.stalled
+                utc_now(),
+                fresh.watermarks,
+                fresh.last_success,
+                backlog,
+                sources,
+                fresh.stalled,
+                fresh.feed_waiting_seconds,
             )
         except (SyncerError, TimeoutError):
             # The counters are still worth serving; the lag grows from the last watermark

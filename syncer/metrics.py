@@ -106,6 +106,13 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.feed_waiting = Gauge(
+            "syncer_change_feed_waiting_seconds",
+            "How long the oldest committed change has waited above change_high_water(), "
+            "unreadable for feed consumers because a writing transaction in the cluster is "
+            "still open (0: every change is readable)",
+            registry=r,
+        )
         self.push_calls = Counter("syncer_push_calls", "OR04 calls made", ["source"], registry=r)
         self.patches = Counter(
             "syncer_patches", "Order patches settled", ["source", "result"], registry=r
@@ -146,7 +153,9 @@ class Metrics:
         backlog: dict[str, dict[str, int]],
         sources: Sequence[str],
         stalled: dict[str, bool] | None = None,
+        feed_waiting_seconds: float = 0.0,
     ) -> None:
+        self.feed_waiting.set(max(feed_waiting_seconds, 0.0))
         for source in sources:
             self.never_succeeded.labels(source).set(0 if last_success.get(source) else 1)
             self.stalled.labels(source).set(1 if (stalled or {}).get(source) else 0)

@@ -15,6 +15,7 @@ import pytest
 from syncer.commands import migrate, run_source
 from syncer.config import Config
 from syncer.dates import utc_now
+from syncer.metrics import Metrics
 from syncer.simulator import SimulatorState
 from syncer.simulator.orders import iso_seconds
 from syncer.store import queries as q
@@ -436,3 +437,26 @@ async def test_change_ids_keep_increasing_after_a_restore(
     newest = await pool.fetchval("SELECT max(change_id) FROM orders")
     assert newest > ahead >= consumer_position - 1
     assert await high_water(pool) > newest
+
+
+async def test_metrics_tell_how_long_committed_changes_wait_for_the_high_water(
+    pool: asyncpg.Pool, store: SyncStore
+) -> None:
+    """While a writing transaction stays open, a change committed after it waits above the
+    high water: /metrics' syncer_change_feed_waiting_seconds grows; once the transaction
+    ends it is back to 0."""
+    assert (await store.freshness(["shop"], 60)).feed_waiting_seconds == 0
+    async with pool.acquire() as writer, writer.transaction():
+        await writer.execute("CREATE TEMP TABLE scratch (x int)")  # takes a transaction id
+        await pool.execute("INSERT INTO sync_changes (change_id) SELECT current_change_id()")
+        await asyncio.sleep(0.3)
+        waiting = (await store.freshness(["shop"], 60)).feed_waiting_seconds
+        assert waiting >= 0.25
+    metrics = Metrics()
+    metrics.refresh_state(utc_now(), {}, {}, {}, ["shop"], feed_waiting_seconds=waiting)
+    assert f"syncer_change_feed_waiting_seconds {waiting}" in metrics.render().decode()
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while (await store.freshness(["shop"], 60)).feed_waiting_seconds > 0:
+        assert asyncio.get_running_loop().time() < deadline, "the change never became readable"
+        await asyncio.sleep(0.05)

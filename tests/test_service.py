@@ -96,6 +96,8 @@ async def test_run_serves_metrics_health_and_readiness(
                 metric(text, "syncer_last_success_timestamp_seconds", source="shop") or 0
             ) > 1.7e9
             assert metric(text, "syncer_outbox_backlog", source="shop", status="rejected") == 1
+            waiting = metric(text, "syncer_change_feed_waiting_seconds")
+            assert waiting is not None and 0 <= waiting < 60
             async with http.get(f"{base}/healthz") as resp:
                 assert resp.status == 200 and (await resp.json())["scheduler"] == "running"
             async with http.get(f"{base}/readyz") as resp:

@@ -443,3 +443,11 @@ SELECT s.source, st.watermark, st.moved_at,
 FROM unnest($1::text[]) AS s(source)
 LEFT JOIN sync_state st ON st.source = s.source
 """
+
+# Seconds since the oldest change that committed but is not below the high water yet (the
+# snapshot's xmin is held back by a transaction still running); NULL: every change is
+# readable. The range scan is on sync_changes' key.
+FEED_WAITING = """
+SELECT extract(epoch FROM now() - min(committed_at))::float8 FROM sync_changes
+WHERE change_id >= change_high_water()
+"""

@@ -126,6 +126,9 @@ class Freshness:
     watermarks: dict[str, datetime | None]
     last_success: dict[str, datetime | None]
     stalled: dict[str, bool]
+    # How long the oldest committed change has waited above change_high_water(): feed
+    # consumers cannot read it yet (a long writing transaction in the cluster). 0: none.
+    feed_waiting_seconds: float = 0.0
 
 
 class ExportMerge:
@@ -447,10 +450,12 @@ class SyncStore:
 
     async def freshness(self, sources: Sequence[str], stale_after_minutes: float) -> Freshness:
         """Per source: the watermark, when the last successful run ended, and whether the
-        watermark is stalled (on the control pool, for /metrics: a work pool busy with runs
+        watermark is stalled; and how long committed changes wait for the feed's high water
+        (on the control pool, for /metrics: a work pool busy with runs
         cannot hold a scrape up)."""
         async with translated("reading the watermarks"):
             rows = await self._control.fetch(q.FRESHNESS, list(sources))
+            waiting = await self._control.fetchval(q.FEED_WAITING)
         return Freshness(
             {r["source"]: r["watermark"] for r in rows},
             {r["source"]: r["last_success"] for r in rows},
@@ -460,6 +465,7 @@ class SyncStore:
                 )
                 for r in rows
             },
+            float(waiting or 0.0),
         )
 
     async def ensure_change_clock(self) -> int:
