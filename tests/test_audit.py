@@ -20,7 +20,6 @@ from syncer.pipeline.audit import audit_source
 from syncer.simulator import SimulatorState
 from syncer.simulator.orders import iso_seconds
 from syncer.store.sync_store import SyncStore
-from tests.conftest import write_config
 from tests.test_cli import syncer
 
 # The simulator subtracts 5 s from start_update_date, as Mirakl subtracts its delta.
@@ -36,15 +35,8 @@ def audit_config(make_config: Callable[..., Config]) -> Config:
     return replace(make_config(), audit=AUDIT)
 
 
-def config_file(tmp_path: Path, pg_dsn: str, schema: str, url: str, sim: SimulatorState) -> Path:
-    return write_config(
-        tmp_path / "c.toml",
-        dsn=pg_dsn,
-        schema=schema,
-        base_url=url,
-        api_key=sim.config.api_key,
-        extra="\n[audit]\ndays = 12\ncall_spacing_seconds = 0\nstart_delta_seconds = 5\n",
-    )
+# AUDIT, as a config file says it (for the CLI tests' `sim_config`).
+AUDIT_TOML = "\n[audit]\ndays = 12\ncall_spacing_seconds = 0\nstart_delta_seconds = 5\n"
 
 
 async def drop_one(config: Config, store: SyncStore, sim: SimulatorState) -> str:
@@ -62,18 +54,15 @@ async def drop_one(config: Config, store: SyncStore, sim: SimulatorState) -> str
 
 
 async def test_a_complete_mirror_audits_ok(
-    tmp_path: Path,
-    pg_dsn: str,
-    schema: str,
-    sim_url: str,
+    sim_config: Callable[..., Path],
     make_config: Callable[..., Config],
     pool: asyncpg.Pool,
+    store: SyncStore,
     sim_state: SimulatorState,
 ) -> None:
     """Every day of a complete mirror matches Mirakl: audit ok, recorded, status says ok."""
     sim_state.seed_orders(40, days=10)
     config = audit_config(make_config)
-    store = SyncStore(pool, config.database.schema)
     await run_source(config, store, config.sources[0], "full")
 
     summary = await audit_source(config, store, config.sources[0])
@@ -87,7 +76,7 @@ async def test_a_complete_mirror_audits_ok(
     )
     assert dict(row) == {"status": "ok", "days": 12, "mismatched_days": 0}
     assert METRICS.audit_mismatched_days.labels("shop")._value.get() == 0
-    path = config_file(tmp_path, pg_dsn, schema, sim_url, sim_state)
+    path = sim_config(extra=AUDIT_TOML)
     code, out, err = await syncer("status", "--json", "--config", str(path))
     assert code == 0, err
     (record,) = json.loads(out)
@@ -96,19 +85,16 @@ async def test_a_complete_mirror_audits_ok(
 
 
 async def test_an_order_a_differential_export_dropped_is_a_mismatch_until_the_rescan(
-    tmp_path: Path,
-    pg_dsn: str,
-    schema: str,
-    sim_url: str,
+    sim_config: Callable[..., Path],
     make_config: Callable[..., Config],
     pool: asyncpg.Pool,
+    store: SyncStore,
     sim_state: SimulatorState,
 ) -> None:
     """A dropped order shows on its day (mirror n-1, Mirakl n) in the audit row, status and
     metric; after `syncer rescan` the audit is ok again."""
     sim_state.seed_orders(30, days=10)
     config = audit_config(make_config)
-    store = SyncStore(pool, config.database.schema)
     day = await drop_one(config, store, sim_state)
 
     summary = await audit_source(config, store, config.sources[0])
@@ -124,7 +110,7 @@ async def test_an_order_a_differential_export_dropped_is_a_mismatch_until_the_re
     assert row["status"] == "mismatch" and row["mismatched_days"] == 1
     assert bad in json.loads(row["details"])
     assert METRICS.audit_mismatched_days.labels("shop")._value.get() == 1
-    path = config_file(tmp_path, pg_dsn, schema, sim_url, sim_state)
+    path = sim_config(extra=AUDIT_TOML)
     code, out, err = await syncer("status", "--config", str(path), env={"COLUMNS": "400"})
     assert code == 0, err
     assert "AUDIT" in out and "MISMATCH 1 day(s)" in out
@@ -138,13 +124,15 @@ async def test_an_order_a_differential_export_dropped_is_a_mismatch_until_the_re
 
 
 async def test_a_429_from_or11_defers_the_audit(
-    make_config: Callable[..., Config], pool: asyncpg.Pool, sim_state: SimulatorState
+    make_config: Callable[..., Config],
+    pool: asyncpg.Pool,
+    store: SyncStore,
+    sim_state: SimulatorState,
 ) -> None:
     """OR11 once a minute: without spacing, the second day's call gets 429 and the audit is
     recorded as deferred (not failed, no mismatch)."""
     sim_state.seed_orders(10, days=3)
     config = audit_config(make_config)
-    store = SyncStore(pool, config.database.schema)
     await run_source(config, store, config.sources[0], "full")
     sim_state.config.or11_min_interval_seconds = 60
 
@@ -159,20 +147,16 @@ async def test_a_429_from_or11_defers_the_audit(
 
 
 async def test_syncer_audit_exits_1_with_one_line_naming_the_day(
-    tmp_path: Path,
-    pg_dsn: str,
-    schema: str,
-    sim_url: str,
+    sim_config: Callable[..., Path],
     make_config: Callable[..., Config],
-    pool: asyncpg.Pool,
+    store: SyncStore,
     sim_state: SimulatorState,
 ) -> None:
     """`syncer audit` prints one line per source: exit 0 when ok, 1 naming the mismatched day."""
     sim_state.seed_orders(20, days=5)
     config = audit_config(make_config)
-    store = SyncStore(pool, config.database.schema)
     await run_source(config, store, config.sources[0], "full")
-    path = config_file(tmp_path, pg_dsn, schema, sim_url, sim_state)
+    path = sim_config(extra=AUDIT_TOML)
     code, out, err = await syncer("audit", "--config", str(path))
     assert code == 0, out + err
     assert out.strip().startswith("shop: audit") and "ok" in out
