@@ -22,7 +22,6 @@ from syncer.metrics import METRICS, Metrics
 from syncer.simulator import SimulatorState
 from syncer.simulator.orders import iso_seconds
 from syncer.store.sync_store import SyncStore
-from tests.conftest import write_config
 from tests.test_cli import syncer
 from tests.test_service import metric
 from tests.truth import assert_matches_truth
@@ -41,14 +40,9 @@ async def _scrape(store: SyncStore, metrics: Metrics, stale_after_minutes: float
         return await resp.text()
 
 
-async def _status_json(tmp_path: Path, pg_dsn: str, schema: str, sim: SimulatorState) -> dict:
-    path = write_config(
-        tmp_path / "c.toml",
-        dsn=pg_dsn,
-        schema=schema,
-        base_url="http://127.0.0.1:9",
-        api_key=sim.config.api_key,
-    )
+async def _status_json(sim_config: Callable[..., Path]) -> dict:
+    """`syncer status --json` on the test's config file (tmp_path / "c.toml"): its one record."""
+    path = sim_config()
     code, out, err = await syncer("status", "--json", "--config", str(path))
     assert code == 0, err
     records = json.loads(out)
@@ -58,17 +52,16 @@ async def _status_json(tmp_path: Path, pg_dsn: str, schema: str, sim: SimulatorS
 
 async def test_rescan_finds_an_order_a_differential_export_dropped(
     tmp_path: Path,
-    pg_dsn: str,
-    schema: str,
+    sim_config: Callable[..., Path],
     make_config: Callable[..., Config],
     pool: asyncpg.Pool,
+    store: SyncStore,
     sim_state: SimulatorState,
 ) -> None:
     """An order silently left out of one differential export is loaded by the re-scan
     (corrected 1), then matches Mirakl; status and the metric say so; the watermark stays."""
     sim_state.seed_orders(30, days=10)
     config = make_config()
-    store = SyncStore(pool, config.database.schema)
     source = config.sources[0]
     await run_source(config, store, source, "full")
     sim_state.update_orders(2)
@@ -99,7 +92,7 @@ async def test_rescan_finds_an_order_a_differential_export_dropped(
     assert METRICS.rescan_corrections.labels("shop")._value.get() == before + 1
     text = await _scrape(store, METRICS)
     assert metric(text, "syncer_rescan_corrections_total", source="shop") == before + 1
-    record = await _status_json(tmp_path, pg_dsn, schema, sim_state)
+    record = await _status_json(sim_config)
     assert record["last_rescan"]["run_id"] == summary.run_id
     assert record["last_rescan"]["corrected"] == 1
     assert record["never_succeeded"] is False
@@ -111,12 +104,14 @@ async def test_rescan_finds_an_order_a_differential_export_dropped(
 
 
 async def test_rescan_of_a_complete_mirror_corrects_nothing(
-    make_config: Callable[..., Config], pool: asyncpg.Pool, sim_state: SimulatorState
+    make_config: Callable[..., Config],
+    pool: asyncpg.Pool,
+    store: SyncStore,
+    sim_state: SimulatorState,
 ) -> None:
     """A re-scan of a mirror that misses nothing changes no order and no watermark."""
     sim_state.seed_orders(25, days=2)
     config = make_config()
-    store = SyncStore(pool, config.database.schema)
     await run_source(config, store, config.sources[0], "full")
     watermark = await store.watermark("shop")
     synced = await pool.fetchval("SELECT max(synced_at) FROM orders")
@@ -132,13 +127,15 @@ async def test_rescan_of_a_complete_mirror_corrects_nothing(
 
 
 async def test_rescan_never_moves_the_watermark_backwards_nor_forwards(
-    make_config: Callable[..., Config], pool: asyncpg.Pool, sim_state: SimulatorState
+    make_config: Callable[..., Config],
+    pool: asyncpg.Pool,
+    store: SyncStore,
+    sim_state: SimulatorState,
 ) -> None:
     """The re-scan window ends at the watermark: orders updated after it are the next
     differential's, and the watermark is where it was."""
     sim_state.seed_orders(10, days=2)
     config = make_config()
-    store = SyncStore(pool, config.database.schema)
     await run_source(config, store, config.sources[0], "full")
     watermark = await store.watermark("shop")
     assert watermark is not None
@@ -157,11 +154,13 @@ async def test_rescan_never_moves_the_watermark_backwards_nor_forwards(
 
 
 async def test_rescan_of_a_never_synced_source_is_deferred(
-    make_config: Callable[..., Config], pool: asyncpg.Pool, sim_state: SimulatorState
+    make_config: Callable[..., Config],
+    pool: asyncpg.Pool,
+    store: SyncStore,
+    sim_state: SimulatorState,
 ) -> None:
     """With no watermark there is nothing to re-scan: the run is skipped, not a success."""
     config = make_config()
-    store = SyncStore(pool, config.database.schema)
     with pytest.raises(RunDeferred, match="never synced"):
         await run_source(config, store, config.sources[0], "rescan")
     assert sim_state.calls["OR13"] == 0
@@ -170,27 +169,26 @@ async def test_rescan_of_a_never_synced_source_is_deferred(
 
 async def test_stalled_watermark_is_reported(
     tmp_path: Path,
-    pg_dsn: str,
-    schema: str,
+    sim_config: Callable[..., Path],
     make_config: Callable[..., Config],
     pool: asyncpg.Pool,
+    store: SyncStore,
     sim_state: SimulatorState,
 ) -> None:
     """A watermark that has not moved for longer than the threshold while a run started
     since succeeded is STALLED in status --json and syncer_watermark_stalled is 1."""
     sim_state.seed_orders(10, days=2)
     config = make_config()
-    store = SyncStore(pool, config.database.schema)
     await run_source(config, store, config.sources[0], "full")
     fresh = await _scrape(store, Metrics())
     assert metric(fresh, "syncer_watermark_stalled", source="shop") == 0
-    assert (await _status_json(tmp_path, pg_dsn, schema, sim_state))["stalled"] is False
+    assert (await _status_json(sim_config))["stalled"] is False
     # The watermark last moved two hours ago; a run (the re-scan) succeeds without moving it.
     await pool.execute("UPDATE sync_state SET moved_at = now() - interval '2 hours'")
     summary = await run_source(config, store, config.sources[0], "rescan")
     assert summary.status == "succeeded"
 
-    record = await _status_json(tmp_path, pg_dsn, schema, sim_state)
+    record = await _status_json(sim_config)
     assert record["stalled"] is True
     text = await _scrape(store, Metrics())
     assert metric(text, "syncer_watermark_stalled", source="shop") == 1
@@ -205,10 +203,9 @@ async def test_stalled_watermark_is_reported(
 
 async def test_never_succeeded_source_is_reported(
     tmp_path: Path,
-    pg_dsn: str,
-    schema: str,
+    sim_config: Callable[..., Path],
     make_config: Callable[..., Config],
-    pool: asyncpg.Pool,
+    store: SyncStore,
     sim_state: SimulatorState,
 ) -> None:
     """A source whose only run failed is `never` succeeded in status and 1 in
@@ -216,12 +213,11 @@ async def test_never_succeeded_source_is_reported(
     sim_state.seed_orders(5, days=2)
     sim_state.inject("OR13", status=400)
     config = make_config()
-    store = SyncStore(pool, config.database.schema)
     with pytest.raises(Exception, match="400"):
         await run_source(config, store, config.sources[0], "full")
     text = await _scrape(store, Metrics())
     assert metric(text, "syncer_source_never_succeeded", source="shop") == 1
-    record = await _status_json(tmp_path, pg_dsn, schema, sim_state)
+    record = await _status_json(sim_config)
     assert record["never_succeeded"] is True
     assert record["last_success"] is None
     assert record["last_run"]["result"] == "failed"
