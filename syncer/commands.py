@@ -24,6 +24,7 @@ from syncer.report import format_table, human_duration, moment, to_json
 from syncer.store.audit_store import AuditStore
 from syncer.store.db import CONTROL, CONTROL_POOL_SIZE, MIGRATE, Database, open_pool
 from syncer.store.lease import LeaseKeeper
+from syncer.store.migrate import ensure_change_clock
 from syncer.store.migrate import migrate as apply_migrations
 from syncer.store.outbox_store import OutboxStore
 from syncer.store.sync_store import SourceStatus, SyncStore
@@ -60,9 +61,7 @@ async def migrate(config: Config) -> int:
         pool.acquire() as conn,
     ):
         applied = await apply_migrations(conn, config.database.schema)
-        moved = await conn.fetchval(
-            f'SELECT "{config.database.schema}".ensure_change_clock()'  # validated at config
-        )
+        moved = await ensure_change_clock(conn)
     if moved:
         print(
             f"schema {config.database.schema}: change ids moved forward by {moved} ({CLOCK_MOVED})"

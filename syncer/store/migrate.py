@@ -113,3 +113,14 @@ async def pending_migrations(conn: asyncpg.Connection, schema: str) -> int:
     """How many migrations are not applied yet (for status and readiness)."""
     version = await current_version(conn, schema) or 0
     return len(load_migrations()) - version
+
+
+async def ensure_change_clock(conn: asyncpg.Connection) -> int:
+    """Keep change ids increasing after a restore into another cluster, whose transaction
+    ids start lower: move the change clock (migration 014) past every stored id. Returns by
+    how much it moved (0 nearly always). The connection's search_path is the schema."""
+    try:
+        moved: int = await conn.fetchval("SELECT ensure_change_clock()")
+    except asyncpg.PostgresError as exc:
+        raise MigrationError(f"checking the change clock failed: {translate(exc)}") from None
+    return moved

@@ -366,8 +366,6 @@ INSERT INTO sync_changes (change_id, source, run_id, orders_changed, lines_writt
 VALUES ($1, $2, $3, $4, $5, $6)
 """
 
-ENSURE_CHANGE_CLOCK = "SELECT ensure_change_clock()"
-
 
 # The watermark only ever moves forward.
 SET_WATERMARK = """

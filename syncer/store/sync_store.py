@@ -22,7 +22,7 @@ from syncer.store import queries as q
 from syncer.store.binary_copy import StagedRow, copy_data
 from syncer.store.db import Database, as_database, translated
 from syncer.store.lease import RUN, Lease, LeaseKeeper, fence
-from syncer.store.migrate import pending_migrations
+from syncer.store.migrate import ensure_change_clock, pending_migrations
 
 
 @dataclass(frozen=True)
@@ -469,12 +469,9 @@ class SyncStore:
         )
 
     async def ensure_change_clock(self) -> int:
-        """Keep change ids increasing after a restore into another cluster (whose
-        transaction ids start lower): move the change clock past every stored id. Returns
-        by how much it moved (0 nearly always)."""
-        async with translated("checking the change clock (sync_change_clock)"):
-            moved: int = await self._pool.fetchval(q.ENSURE_CHANGE_CLOCK)
-            return moved
+        """`migrate.ensure_change_clock` on the work pool."""
+        async with translated("checking the change clock"), self._pool.acquire() as conn:
+            return await ensure_change_clock(conn)
 
     async def ping(self) -> int:
         """Round trip to the database; the number of pending migrations."""
