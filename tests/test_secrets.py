@@ -6,7 +6,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import asyncpg
@@ -80,10 +80,13 @@ async def test_no_secret_in_output_logs_run_rows_or_metrics_with_a_reachable_dat
     sync (key refused), status, runs, config check and `syncer run`'s /metrics never show the
     password or the API key; neither do the run and export rows."""
     parts = urlsplit(pg_dsn)
+    # The embedded server's DSN names its socket directory (and port) in the query string.
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
     password = parts.password or "Unused-Pw-51c2"  # trust auth ignores it; a real one is kept
     dsn = (
-        f"host={parts.hostname} port={parts.port or 5432} user={parts.username or 'postgres'} "
-        f"dbname={parts.path.lstrip('/') or 'postgres'} password='{password}'"
+        f"host={parts.hostname or query['host']} port={parts.port or query.get('port', 5432)} "
+        f"user={parts.username or query.get('user', 'postgres')} "
+        f"dbname={parts.path.lstrip('/') or query.get('dbname', 'postgres')} password='{password}'"
     )
     sim_state.seed_orders(30, days=10)
     port = free_port()
